@@ -1,0 +1,255 @@
+"""The protocol state of one connection, for either side: frames in, events out, bytes out.
+
+``Connection(Role.CLIENT)`` and ``Connection(Role.SERVER)`` are the same class with opposite roles.
+It checks that each frame is allowed in its direction and state (HELLO/WELCOME first), keeps the
+sequence numbers and cumulative acks of both directions, drops duplicates, and holds every
+sequenced reliable frame it sent until the peer acknowledges it, so that a later resume can send
+them again (``unacked_frames``).
+
+Sequencing rules (docs/protocol.md, "Sequences and acks"):
+
+* Client -> server: every SEND carries ``seq`` = 1, 2, 3, ... (it also correlates the RESULT).
+  Unreliable SENDs are numbered but never kept for resending, so the server may see gaps.
+* Server -> client: DELIVER and NOTICE carry ``seq`` = 1, 2, 3, ... when reliable, 0 when not
+  (unreliable messages are neither acknowledged nor replayed).
+* A receiver drops any sequenced frame whose seq is not above the highest it has seen, and sends
+  ``ACK(highest)`` after each batch it has taken in (``ack()``).
+
+Sans-IO: no sockets, threads, clocks or logging here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+from . import frames as fr
+from .limits import SUPPORTED_VERSIONS, CloseCode, default_max_frame
+
+__all__ = ["Acked", "Connection", "ConnectionPhase", "Role", "negotiate"]
+
+
+class Role(Enum):
+    """Which end of the connection this object is."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class ConnectionPhase(Enum):
+    """Where a connection is in its life; transitions happen only in this module."""
+
+    #: Waiting for the handshake (server: HELLO; client: WELCOME).
+    HANDSHAKE = 1
+    #: Handshake done; all other frames allowed.
+    OPEN = 2
+    #: A CLOSE was sent or received, or a protocol error happened; nothing more is accepted.
+    CLOSED = 3
+
+
+@dataclass(frozen=True)
+class Acked:
+    """Not a wire frame: the peer acknowledged ``seq``; ``tags`` belong to the frames it freed."""
+
+    seq: int
+    tags: Tuple[Any, ...] = ()
+
+
+#: Frame types each role may receive.
+_ALLOWED = {
+    Role.SERVER: (fr.Hello, fr.Request, fr.Send, fr.Ack, fr.Ping, fr.Pong, fr.Close),
+    Role.CLIENT: (fr.Welcome, fr.Response, fr.Result, fr.Deliver, fr.Notice, fr.Ack, fr.Ping,
+                  fr.Pong, fr.Close),
+}
+
+
+def negotiate(offered: Sequence[int], supported: Sequence[int] = SUPPORTED_VERSIONS) -> Optional[int]:
+    """The highest version in both lists, or None."""
+    common = set(offered) & set(supported)
+    return max(common) if common else None
+
+
+class Connection:
+    """Protocol state of one connection (see the module docstring).
+
+    Threading: not thread-safe; one thread owns it (the SDK's I/O thread, or the server's event
+    loop).
+    """
+
+    def __init__(self, role: Role, max_frame: int | None = None) -> None:
+        self.role = role
+        self.max_frame = default_max_frame() if max_frame is None else max_frame
+        self.phase = ConnectionPhase.HANDSHAKE
+        self.version: Optional[int] = None
+        #: Highest sequence number this side sent (SEND seq for a client, DELIVER/NOTICE for a server).
+        self.out_seq = 0
+        #: Highest sequence number received from the peer.
+        self.in_seq = 0
+        #: Highest sequence number the peer acknowledged.
+        self.peer_acked = 0
+        self._last_acked_sent = 0
+        self._next_rid = 0
+        self._unacked: Deque[Tuple[int, bytes, Any]] = deque()
+        self._allowed = _ALLOWED[role]
+
+    # ------------------------------------------------------------------ inbound
+    def receive(self, data: bytes) -> Any:
+        """Take one frame; return its event, an :class:`Acked`, or None for a dropped duplicate.
+
+        Raises RemoteProtocolError (and the connection is CLOSED) for anything not allowed.
+        """
+        if self.phase is ConnectionPhase.CLOSED:
+            raise RemoteProtocolError("frame after close", CloseCode.PROTOCOL_ERROR)
+        try:
+            ev = fr.decode(data, self.max_frame)
+            return self._take(ev)
+        except RemoteProtocolError:
+            self.phase = ConnectionPhase.CLOSED
+            raise
+
+    def _take(self, ev: fr.Event) -> Any:
+        t = type(ev)
+        if t not in self._allowed:
+            raise RemoteProtocolError("%s may not be sent to a %s" % (t.__name__, self.role.value),
+                                      CloseCode.PROTOCOL_ERROR)
+        if self.phase is ConnectionPhase.HANDSHAKE:
+            if t is fr.Close:
+                self.phase = ConnectionPhase.CLOSED
+                return ev
+            if t is not (fr.Hello if self.role is Role.SERVER else fr.Welcome):
+                raise RemoteProtocolError("%s before the handshake" % t.__name__,
+                                          CloseCode.PROTOCOL_ERROR)
+            if t is fr.Welcome:
+                if ev.version not in SUPPORTED_VERSIONS:  # type: ignore[union-attr]
+                    raise RemoteProtocolError("server chose unsupported version %d"
+                                              % ev.version,  # type: ignore[union-attr]
+                                              CloseCode.UNSUPPORTED_VERSION)
+                self.version = ev.version  # type: ignore[union-attr]
+                self.phase = ConnectionPhase.OPEN
+            return ev
+        if t is fr.Hello or t is fr.Welcome:
+            raise RemoteProtocolError("second handshake frame", CloseCode.PROTOCOL_ERROR)
+        if t is fr.Deliver or t is fr.Notice or t is fr.Send:
+            seq = ev.seq  # type: ignore[union-attr]
+            if seq:
+                if seq <= self.in_seq:
+                    return None  # a duplicate (resent after a resume): already taken
+                self.in_seq = seq
+            return ev
+        if t is fr.Ack:
+            return self._on_ack(ev.seq)  # type: ignore[union-attr]
+        if t is fr.Close:
+            self.phase = ConnectionPhase.CLOSED
+        return ev
+
+    def _on_ack(self, seq: int) -> Acked:
+        if seq > self.out_seq:
+            raise RemoteProtocolError("ack of %d, only %d sent" % (seq, self.out_seq),
+                                      CloseCode.PROTOCOL_ERROR)
+        tags: List[Any] = []
+        if seq > self.peer_acked:
+            self.peer_acked = seq
+            buf = self._unacked
+            while buf and buf[0][0] <= seq:
+                tag = buf.popleft()[2]
+                if tag is not None:
+                    tags.append(tag)
+        return Acked(seq, tuple(tags))
+
+    # ------------------------------------------------------------------ outbound
+    def _out(self, ev: fr.Event) -> bytes:
+        if self.phase is ConnectionPhase.CLOSED:
+            raise LocalProtocolError("connection is closed", CloseCode.PROTOCOL_ERROR)
+        data = fr.encode(ev)
+        if len(data) > self.max_frame:
+            raise LocalProtocolError("frame of %d bytes exceeds the limit of %d"
+                                     % (len(data), self.max_frame), CloseCode.FRAME_TOO_LARGE)
+        return data
+
+    def hello(self, app_id: str, sdk: str = "",
+              versions: Sequence[int] = SUPPORTED_VERSIONS) -> bytes:
+        assert self.role is Role.CLIENT
+        return self._out(fr.Hello(tuple(versions), app_id, sdk))
+
+    def welcome(self, version: int, params: Dict[str, Any]) -> bytes:
+        assert self.role is Role.SERVER
+        data = self._out(fr.Welcome(version, params))
+        self.version = version
+        self.phase = ConnectionPhase.OPEN
+        return data
+
+    def request(self, op: int, args: Sequence[Any] = ()) -> Tuple[int, bytes]:
+        """A REQUEST with a fresh request id; returns (rid, bytes)."""
+        self._next_rid += 1
+        return self._next_rid, self._out(fr.Request(self._next_rid, int(op), tuple(args)))
+
+    def respond(self, rid: int, code: int, result: Any = None) -> bytes:
+        return self._out(fr.Response(rid, int(code), result))
+
+    def send(self, kind: int, target: str, config: int, payload: fr.Payload,
+             reliable: bool = True) -> Tuple[int, bytes]:
+        """A client SEND; reliable ones are kept until acknowledged. Returns (seq, bytes)."""
+        seq = self.out_seq + 1
+        data = self._out(fr.Send(seq, int(kind), target, int(config), payload))
+        self.out_seq = seq
+        if reliable:
+            self._unacked.append((seq, data, None))
+        return seq, data
+
+    def result(self, code: int, seqs: Sequence[int], body: Optional[bytes] = None) -> bytes:
+        return self._out(fr.Result(int(code), tuple(seqs), body))
+
+    def deliver(self, kind: int, sender: str, room: Optional[str], payload: fr.Payload,
+                reliable: bool = True, tag: Any = None) -> Tuple[int, bytes]:
+        """A server DELIVER; reliable ones are sequenced and kept (with ``tag``) until acked."""
+        if not reliable:
+            return 0, self._out(fr.Deliver(0, int(kind), sender, room, payload))
+        seq = self.out_seq + 1
+        data = self._out(fr.Deliver(seq, int(kind), sender, room, payload))
+        self.out_seq = seq
+        self._unacked.append((seq, data, tag))
+        return seq, data
+
+    def notice(self, kind: int, args: Sequence[Any] = (), tag: Any = None) -> Tuple[int, bytes]:
+        """A sequenced server NOTICE, kept until acked. Returns (seq, bytes)."""
+        seq = self.out_seq + 1
+        data = self._out(fr.Notice(seq, int(kind), tuple(args)))
+        self.out_seq = seq
+        self._unacked.append((seq, data, tag))
+        return seq, data
+
+    def ack(self) -> Optional[bytes]:
+        """An ACK of everything received so far, or None when nothing new needs acknowledging."""
+        if self.in_seq == self._last_acked_sent or self.phase is ConnectionPhase.CLOSED:
+            return None
+        self._last_acked_sent = self.in_seq
+        return self._out(fr.Ack(self.in_seq))
+
+    def ping(self, token: int = 0) -> bytes:
+        return self._out(fr.Ping(token))
+
+    def pong(self, token: int = 0) -> bytes:
+        return self._out(fr.Pong(token))
+
+    def close(self, code: int, reason: str = "") -> bytes:
+        """A CLOSE frame; the connection accepts nothing more afterwards."""
+        data = self._out(fr.Close(int(code), reason[:200]))
+        self.phase = ConnectionPhase.CLOSED
+        return data
+
+    # ------------------------------------------------------------------ resume support
+    @property
+    def unacked_count(self) -> int:
+        """How many reliable sequenced frames wait for the peer's acknowledgement."""
+        return len(self._unacked)
+
+    def unacked_frames(self) -> List[bytes]:
+        """The reliable frames not yet acknowledged, oldest first, as they were sent."""
+        return [data for _, data, _ in self._unacked]
+
+    def unacked_tags(self) -> List[Any]:
+        """The tags of the frames not yet acknowledged, oldest first (None where untagged)."""
+        return [tag for _, _, tag in self._unacked]

@@ -1,0 +1,376 @@
+"""Wire frames: one CBOR array per binary WebSocket message, ``[type, field, ...]``.
+
+Every frame is an event class here, validated when it is built, the same class on both sides.
+``encode(event) -> bytes`` and ``decode(data, max_frame) -> event`` are exact inverses; ``decode``
+checks the size before it decodes anything and turns every malformed input into a
+:class:`~rts_sync.errors.RemoteProtocolError` (never another exception). ``docs/protocol.md``
+documents each frame.
+
+Sans-IO: no sockets, threads, clocks or logging here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import cbor2
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+from .limits import CloseCode
+
+__all__ = [
+    "Ack",
+    "Close",
+    "Deliver",
+    "DeliverKind",
+    "Event",
+    "FrameType",
+    "Hello",
+    "Notice",
+    "NoticeKind",
+    "Op",
+    "Payload",
+    "Ping",
+    "Pong",
+    "Request",
+    "Response",
+    "Result",
+    "Send",
+    "TargetKind",
+    "Welcome",
+    "decode",
+    "encode",
+]
+
+Payload = Union[str, bytes]
+
+
+class FrameType(IntEnum):
+    """The first element of every frame."""
+
+    #: C->S, first frame: protocol versions the client speaks, app id, SDK version.
+    HELLO = 1
+    #: S->C, answer to HELLO: the chosen version and the server's limits.
+    WELCOME = 2
+    #: C->S: a request with an id; answered by exactly one RESPONSE.
+    REQUEST = 3
+    #: S->C: the outcome of a REQUEST.
+    RESPONSE = 4
+    #: C->S: a message to a peer, a room or the app server, with the client's sequence number.
+    SEND = 5
+    #: S->C: the result code of one or more SENDs (the app server's answer body for P2Server).
+    RESULT = 6
+    #: S->C: a message for this client (peer or room), sequenced unless unreliable.
+    DELIVER = 7
+    #: either way: cumulative acknowledgement of sequenced frames.
+    ACK = 8
+    #: either way: liveness probe; answered by PONG with the same token.
+    PING = 9
+    #: either way: answer to PING.
+    PONG = 10
+    #: S->C: a sequenced server event (kicked, room presence, ...).
+    NOTICE = 11
+    #: either way: the sender is closing, with a CloseCode and a reason.
+    CLOSE = 12
+
+
+class Op(IntEnum):
+    """Request operations (REQUEST's ``op``)."""
+
+    #: args: [token, uid, business_id or None, login_type]; result: {"session": str}
+    LOGIN = 1
+    #: args: []
+    LOGOUT = 2
+    #: args: [peer_uid]; result: UserOnlineStatus value
+    ONLINE_STATUS = 3
+    #: args: [room_id]; result: {"members": [uid, ...]}
+    JOIN_ROOM = 4
+    #: args: [room_id]
+    LEAVE_ROOM = 5
+    #: args: [signature, url]
+    SET_SERVER_PARAMS = 6
+
+
+class TargetKind(IntEnum):
+    """Where a SEND goes."""
+
+    PEER = 0
+    ROOM = 1
+    SERVER = 2
+
+
+class DeliverKind(IntEnum):
+    """What a DELIVER carries."""
+
+    PEER = 0
+    ROOM = 1
+
+
+class NoticeKind(IntEnum):
+    """What a NOTICE reports; its ``args`` per kind are in docs/protocol.md."""
+
+    #: args: [LogoutReason] - this session is ended by the server (e.g. duplicate login).
+    KICKED = 1
+    #: args: [room_id, uid, elapsed]
+    USER_JOINED = 2
+    #: args: [room_id, uid, UserOfflineReason]
+    USER_LEFT = 3
+    #: args: [room_id, state, extra_info] - a room state change (kicked from room, warnings).
+    ROOM_STATE = 4
+
+
+def _fail(msg: str) -> RemoteProtocolError:
+    return RemoteProtocolError(msg, CloseCode.PROTOCOL_ERROR)
+
+
+def _int(v: object, what: str, lo: int = 0, hi: int = (1 << 63) - 1) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise _fail("%s must be an integer in [%d, %d]" % (what, lo, hi))
+    return v
+
+
+def _str(v: object, what: str) -> str:
+    if type(v) is not str:
+        raise _fail("%s must be a text string" % what)
+    return v
+
+
+def _payload(v: object) -> Payload:
+    if type(v) is not str and type(v) is not bytes:
+        raise _fail("payload must be a text or byte string")
+    return v  # type: ignore[return-value,unused-ignore]
+
+
+@dataclass(frozen=True)
+class Hello:
+    versions: Tuple[int, ...]
+    app_id: str
+    sdk: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.versions or len(self.versions) > 16:
+            raise _fail("HELLO needs 1..16 versions")
+        for v in self.versions:
+            _int(v, "version", 1, 65535)
+        _str(self.app_id, "app_id")
+        _str(self.sdk, "sdk")
+
+
+@dataclass(frozen=True)
+class Welcome:
+    version: int
+    params: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _int(self.version, "version", 1, 65535)
+        if type(self.params) is not dict:
+            raise _fail("WELCOME params must be a map")
+
+
+@dataclass(frozen=True)
+class Request:
+    rid: int
+    op: int
+    args: Tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        _int(self.rid, "request id", 1)
+        _int(self.op, "op", 1, 255)
+
+
+@dataclass(frozen=True)
+class Response:
+    rid: int
+    code: int
+    result: Any = None
+
+    def __post_init__(self) -> None:
+        _int(self.rid, "request id", 1)
+        _int(self.code, "code", -(1 << 31), (1 << 31) - 1)
+
+
+@dataclass(frozen=True)
+class Send:
+    seq: int
+    kind: int
+    target: str
+    config: int
+    payload: Payload
+
+    def __post_init__(self) -> None:
+        _int(self.seq, "seq", 1)
+        _int(self.kind, "target kind", 0, 2)
+        _str(self.target, "target")
+        _int(self.config, "config", 0, 2)
+        _payload(self.payload)
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    seqs: Tuple[int, ...]
+    body: Optional[bytes] = None
+
+    def __post_init__(self) -> None:
+        _int(self.code, "code", -(1 << 31), (1 << 31) - 1)
+        if not self.seqs:
+            raise _fail("RESULT needs at least one seq")
+        for s in self.seqs:
+            _int(s, "seq", 1)
+        if self.body is not None and type(self.body) is not bytes:
+            raise _fail("RESULT body must be a byte string")
+
+
+@dataclass(frozen=True)
+class Deliver:
+    seq: int
+    kind: int
+    sender: str
+    room: Optional[str]
+    payload: Payload
+
+    def __post_init__(self) -> None:
+        _int(self.seq, "seq", 0)
+        _int(self.kind, "deliver kind", 0, 1)
+        _str(self.sender, "sender")
+        if self.room is not None:
+            _str(self.room, "room")
+        _payload(self.payload)
+
+
+@dataclass(frozen=True)
+class Notice:
+    seq: int
+    kind: int
+    args: Tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        _int(self.seq, "seq", 0)
+        _int(self.kind, "notice kind", 1, 255)
+
+
+@dataclass(frozen=True)
+class Ack:
+    seq: int
+
+    def __post_init__(self) -> None:
+        _int(self.seq, "ack seq", 0)
+
+
+@dataclass(frozen=True)
+class Ping:
+    token: int = 0
+
+    def __post_init__(self) -> None:
+        _int(self.token, "ping token", 0)
+
+
+@dataclass(frozen=True)
+class Pong:
+    token: int = 0
+
+    def __post_init__(self) -> None:
+        _int(self.token, "pong token", 0)
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _int(self.code, "close code", 1000, 4999)
+        _str(self.reason, "reason")
+
+
+Event = Union[Hello, Welcome, Request, Response, Send, Result, Deliver, Notice, Ack, Ping, Pong, Close]
+
+
+def _fields(ev: Event) -> List[Any]:
+    t = type(ev)
+    if t is Deliver:
+        return [FrameType.DELIVER, ev.seq, ev.kind, ev.sender, ev.room, ev.payload]  # type: ignore[union-attr]
+    if t is Send:
+        return [FrameType.SEND, ev.seq, ev.kind, ev.target, ev.config, ev.payload]  # type: ignore[union-attr]
+    if t is Ack:
+        return [FrameType.ACK, ev.seq]  # type: ignore[union-attr]
+    if t is Result:
+        return [FrameType.RESULT, ev.code, list(ev.seqs), ev.body]  # type: ignore[union-attr]
+    if t is Request:
+        return [FrameType.REQUEST, ev.rid, ev.op, list(ev.args)]  # type: ignore[union-attr]
+    if t is Response:
+        return [FrameType.RESPONSE, ev.rid, ev.code, ev.result]  # type: ignore[union-attr]
+    if t is Notice:
+        return [FrameType.NOTICE, ev.seq, ev.kind, list(ev.args)]  # type: ignore[union-attr]
+    if t is Ping:
+        return [FrameType.PING, ev.token]  # type: ignore[union-attr]
+    if t is Pong:
+        return [FrameType.PONG, ev.token]  # type: ignore[union-attr]
+    if t is Hello:
+        return [FrameType.HELLO, list(ev.versions), ev.app_id, ev.sdk]  # type: ignore[union-attr]
+    if t is Welcome:
+        return [FrameType.WELCOME, ev.version, ev.params]  # type: ignore[union-attr]
+    if t is Close:
+        return [FrameType.CLOSE, ev.code, ev.reason]  # type: ignore[union-attr]
+    raise LocalProtocolError("not a frame event: %r" % (ev,))
+
+
+def encode(ev: Event) -> bytes:
+    """The CBOR bytes of one frame (one binary WebSocket message)."""
+    return cbor2.dumps([int(x) if isinstance(x, IntEnum) else x for x in _fields(ev)])
+
+
+def _tuple(v: object, what: str) -> Tuple[Any, ...]:
+    if type(v) is not list:
+        raise _fail("%s must be an array" % what)
+    return tuple(v)
+
+
+def _opt_bytes(v: object) -> Optional[bytes]:
+    if v is not None and type(v) is not bytes:
+        raise _fail("RESULT body must be a byte string or null")
+    return v
+
+
+_DECODERS: Dict[int, Tuple[int, Callable[[List[Any]], Event]]] = {
+    FrameType.HELLO: (4, lambda f: Hello(_tuple(f[1], "versions"), f[2], f[3])),
+    FrameType.WELCOME: (3, lambda f: Welcome(f[1], f[2])),
+    FrameType.REQUEST: (4, lambda f: Request(f[1], f[2], _tuple(f[3], "args"))),
+    FrameType.RESPONSE: (4, lambda f: Response(f[1], f[2], f[3])),
+    FrameType.SEND: (6, lambda f: Send(f[1], f[2], f[3], f[4], f[5])),
+    FrameType.RESULT: (4, lambda f: Result(f[1], _tuple(f[2], "seqs"), _opt_bytes(f[3]))),
+    FrameType.DELIVER: (6, lambda f: Deliver(f[1], f[2], f[3], f[4], f[5])),
+    FrameType.ACK: (2, lambda f: Ack(f[1])),
+    FrameType.PING: (2, lambda f: Ping(f[1])),
+    FrameType.PONG: (2, lambda f: Pong(f[1])),
+    FrameType.NOTICE: (4, lambda f: Notice(f[1], f[2], _tuple(f[3], "args"))),
+    FrameType.CLOSE: (3, lambda f: Close(f[1], f[2])),
+}
+
+
+def decode(data: bytes, max_frame: int) -> Event:
+    """Decode one frame, checking its size first. Raises RemoteProtocolError, nothing else."""
+    if len(data) > max_frame:
+        raise RemoteProtocolError(
+            "frame of %d bytes exceeds the limit of %d" % (len(data), max_frame),
+            CloseCode.FRAME_TOO_LARGE,
+        )
+    try:
+        f = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, ...)
+        raise _fail("malformed CBOR: %s" % exc) from exc
+    if type(f) is not list or not f or type(f[0]) is not int:
+        raise _fail("a frame must be a non-empty CBOR array starting with its type")
+    entry = _DECODERS.get(f[0])
+    if entry is None:
+        raise _fail("unknown frame type %r" % (f[0],))
+    if len(f) != entry[0]:
+        raise _fail("frame type %d needs %d elements, got %d" % (f[0], entry[0], len(f)))
+    try:
+        return entry[1](f)
+    except RemoteProtocolError:
+        raise
+    except Exception as exc:  # e.g. an unhashable or odd value inside a field
+        raise _fail("invalid frame: %s" % exc) from exc
