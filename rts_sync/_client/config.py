@@ -1,0 +1,105 @@
+"""Runtime parameters of an engine: the documented keys, their defaults and their validation.
+
+``create_rts(parameters=...)`` and ``RTS.set_runtime_parameters(...)`` take a dict of these keys.
+Unknown keys are ignored with one warning each (the seed's parameters are reserved JSON, so users
+may pass keys meant for other SDK builds, such as ``rtc.device_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any, Dict, Mapping, Optional, Set
+
+from ..errors import InvalidArgumentError
+
+__all__ = ["PARAMETER_DOCS", "RuntimeConfig"]
+
+log = logging.getLogger(__name__)
+
+#: Every documented key with what it means; README's API section repeats this table.
+PARAMETER_DOCS: Dict[str, str] = {
+    "heartbeat_interval": "seconds between heartbeats while connected (default 5.0)",
+    "heartbeat_timeout": "seconds without any frame from the server before the link is "
+                         "declared dead (default 8.0; must exceed heartbeat_interval and stay "
+                         "below twice it)",
+    "connect_timeout": "seconds for TCP connect + WebSocket handshake (default 10.0)",
+    "request_timeout": "seconds to wait for the server's answer to a request such as login or "
+                       "an online-status query (default 10.0)",
+    "send_timeout": "seconds after which a reliable message without a result fails with "
+                    "TIMEOUT (default 15.0)",
+    "outbox_size": "most sends and requests queued for the I/O thread; past it a send fails "
+                   "(default 100000)",
+    "callback_queue_size": "most callbacks waiting for the dispatcher; past it the I/O thread "
+                           "stops reading until it drains (default 10000)",
+    "dispatcher_threads": "callback threads of this engine; events for one peer or room stay "
+                          "in order (default 1)",
+    "message_queue_size": "size of the pull-style queue behind RTS.messages(); 0 turns it off "
+                          "(default 0)",
+}
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Validated runtime parameters (see :data:`PARAMETER_DOCS`).
+
+    Threading: immutable; a changed configuration is a new object swapped in whole.
+    """
+
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 8.0
+    connect_timeout: float = 10.0
+    request_timeout: float = 10.0
+    send_timeout: float = 15.0
+    outbox_size: int = 100000
+    callback_queue_size: int = 10000
+    dispatcher_threads: int = 1
+    message_queue_size: int = 0
+
+    def with_parameters(self, params: Optional[Mapping[str, Any]],
+                        warned: Optional[Set[str]] = None) -> RuntimeConfig:
+        """A copy with ``params`` applied; raises InvalidArgumentError for a bad value."""
+        if params is None:
+            return self
+        if not isinstance(params, Mapping):
+            raise TypeError("parameters must be a dict, not %s" % type(params).__name__)
+        known = {f.name: f.type for f in fields(self)}
+        changes: Dict[str, Any] = {}
+        for key, value in params.items():
+            if key not in known:
+                if warned is None or key not in warned:
+                    log.warning("ignoring unknown runtime parameter %r (known: %s)",
+                                key, ", ".join(sorted(known)))
+                    if warned is not None:
+                        warned.add(key)
+                continue
+            changes[key] = _coerce(key, value, known[key] == "int")
+        cfg = replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not self.heartbeat_interval < self.heartbeat_timeout < 2 * self.heartbeat_interval:
+            raise InvalidArgumentError(
+                "heartbeat_timeout (%g) must be above heartbeat_interval (%g) and below twice it"
+                % (self.heartbeat_timeout, self.heartbeat_interval))
+        if self.dispatcher_threads > 64:
+            raise InvalidArgumentError("dispatcher_threads must be at most 64")
+
+
+def _coerce(key: str, value: Any, integral: bool) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgumentError("runtime parameter %s must be a number, got %r" % (key, value))
+    if integral:
+        if int(value) != value:
+            raise InvalidArgumentError("runtime parameter %s must be a whole number" % key)
+        value = int(value)
+        low = 0 if key == "message_queue_size" else 1
+        if value < low:
+            raise InvalidArgumentError("runtime parameter %s must be >= %d" % (key, low))
+        return value
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgumentError("runtime parameter %s must be a positive number" % key)
+    return value

@@ -1,0 +1,572 @@
+"""The I/O thread: the only thread that touches the socket and the protocol Connection.
+
+Other threads hand it work with :meth:`IOThread.submit` (a deque plus one wake-up byte on a
+socketpair, written only when the thread is asleep). It waits in ``selectors`` on the socket and
+the wake-up socket, never on a timer it does not need: the only timeout it sets is the earliest
+request or send deadline. Everything it reads becomes dispatcher tasks handed over in one batch
+per read, followed by one cumulative ACK; everything queued for writing goes out in one ``send``.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
+
+from ..enums import ConnectionState, ConnectionStateChangeReason, LoginErrorCode
+from ..enums import UserMessageSendResult as R
+from ..errors import (
+    ClientClosed,
+    ConnectionLost,
+    LoginError,
+    ProtocolError,
+    RemoteProtocolError,
+    RequestTimeout,
+    RTSError,
+    TransportError,
+    error_for,
+)
+from ..protocol import (
+    Acked,
+    Close,
+    CloseCode,
+    Connection,
+    ConnectionPhase,
+    Deliver,
+    DeliverKind,
+    Notice,
+    NoticeKind,
+    Op,
+    Ping,
+    Response,
+    Result,
+    Role,
+    Welcome,
+)
+from .dispatcher import Task
+from .events import CONN_LANE
+from .operations import Operation, SendOperation
+from .wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, WsParser, encode_frame
+
+if TYPE_CHECKING:
+    from .core import EngineCore
+
+__all__ = ["IOThread"]
+
+log = logging.getLogger(__name__)
+TRACE = 5
+
+Reason = ConnectionStateChangeReason
+Tasks = List[Tuple[Hashable, Task]]
+#: on_response(code, result, tasks) / on_fail(error, tasks)
+ResponseFn = Callable[[int, Any, Tasks], None]
+FailFn = Callable[[RTSError, Tasks], None]
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+
+class _Login:
+    __slots__ = ("op", "t0", "token", "uid")
+
+    def __init__(self, op: Operation, token: str, uid: str, t0: float) -> None:
+        self.op, self.token, self.uid, self.t0 = op, token, uid, t0
+
+    def elapsed(self) -> int:
+        return int((time.monotonic() - self.t0) * 1000)
+
+
+class IOThread:
+    """Socket reads and writes, protocol state, pending operations (see the module docstring).
+
+    Threading: runs on ``rts-io-<id>``; ``submit`` is the only method other threads call, apart
+    from reading the plain attributes ``session_active``, ``paused``, ``last_rx`` and
+    ``logged_in``.
+    """
+
+    def __init__(self, core: EngineCore, name: str) -> None:
+        self.core = core
+        self._cmds: Deque[Tuple[Callable[..., None], Tuple[Any, ...]]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sleeping = False
+        self._stopping = False
+        self._sel: Optional[selectors.BaseSelector] = None
+        self._thread = threading.Thread(target=self._run, name="rts-io-%s" % name, daemon=True)
+        # Session state, owned by the I/O thread.
+        self.sock: Optional[socket.socket] = None
+        self.conn: Optional[Connection] = None
+        self._parser: Optional[WsParser] = None
+        self._out = bytearray()
+        self._interest = 0
+        self._url = ""
+        self.session_active = False
+        self.paused = False
+        self.last_rx = 0.0
+        self.logged_in = False
+        self.uid = ""
+        self.state = ConnectionState.DISCONNECTED
+        self._login: Optional[_Login] = None
+        self._logout_op: Optional[Operation] = None
+        self._kicked = False
+        self._requests: Dict[int, Tuple[float, ResponseFn, FailFn]] = {}
+        self._sends: Dict[int, Tuple[float, SendOperation, str]] = {}
+
+    # ------------------------------------------------------------------ cross-thread API
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the I/O thread, soon. Never blocks."""
+        self._cmds.append((fn, args))
+        if self._sleeping:
+            self._sleeping = False
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass  # already has a wake-up byte pending, or closing
+
+    @property
+    def login_pending(self) -> bool:
+        return self._login is not None
+
+    @property
+    def backlog(self) -> int:
+        """Commands not yet taken plus sends awaiting their result (approximate)."""
+        return len(self._cmds) + len(self._sends)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopping = True
+        self.submit(lambda: None)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("I/O thread did not stop within %gs", timeout)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self) -> None:
+        sel = self._sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, _READ)
+        try:
+            while not self._stopping:
+                self._sleeping = True
+                if self._cmds:
+                    self._sleeping = False
+                else:
+                    for key, mask in sel.select(self._next_timeout()):
+                        if key.fileobj is self._wake_r:
+                            self._drain_wake()
+                        else:
+                            if mask & _READ:
+                                self._on_readable()
+                            if mask & _WRITE and self.sock is not None:
+                                self._flush()
+                    self._sleeping = False
+                self._run_commands()
+                self._expire(time.monotonic())
+                if self.sock is not None:
+                    self._flush()
+        except Exception:  # a bug of ours: never leave the engine silently dead
+            log.exception("I/O thread failed")
+            self._lost(Reason.UNKNOWN, "internal error")
+        finally:
+            self._shutdown()
+            sel.close()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _run_commands(self) -> None:
+        cmds = self._cmds
+        while cmds:
+            fn, args = cmds.popleft()
+            fn(*args)
+
+    def _next_timeout(self) -> Optional[float]:
+        deadline = None
+        if self._requests:
+            deadline = next(iter(self._requests.values()))[0]
+        if self._sends:
+            d = next(iter(self._sends.values()))[0]
+            deadline = d if deadline is None else min(deadline, d)
+        if deadline is None:
+            return None
+        return max(deadline - time.monotonic(), 0.0)
+
+    def _expire(self, now: float) -> None:
+        tasks: Tasks = []
+        while self._requests:
+            rid, (deadline, _, on_fail) = next(iter(self._requests.items()))
+            if deadline > now:
+                break
+            del self._requests[rid]
+            on_fail(RequestTimeout("no answer from the server in time"), tasks)
+        while self._sends:
+            seq, (deadline, op, _) = next(iter(self._sends.items()))
+            if deadline > now:
+                break
+            del self._sends[seq]
+            self._send_failed(op, R.TIMEOUT, "no result from the server in time", tasks)
+        self.core.dispatcher.submit_many(tasks)
+
+    # ------------------------------------------------------------------ socket plumbing
+    def _set_interest(self) -> None:
+        if self.sock is None or self._sel is None:
+            return
+        want = (0 if self.paused else _READ) | (_WRITE if self._out else 0)
+        if want == self._interest:
+            return
+        if self._interest == 0:
+            self._sel.register(self.sock, want)
+        elif want == 0:
+            self._sel.unregister(self.sock)
+        else:
+            self._sel.modify(self.sock, want)
+        self._interest = want
+
+    def _write(self, frame: bytes) -> None:
+        log.log(TRACE, "send %r", frame)
+        self._out += encode_frame(frame)
+
+    def _flush(self) -> None:
+        ack = self.conn.ack() if self.conn is not None else None
+        if ack is not None:
+            self._write(ack)
+        if self._out and self.sock is not None:
+            try:
+                n = self.sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._lost(Reason.NETWORK_LOST, str(exc))
+                return
+            del self._out[:n]
+        self._set_interest()
+
+    def _on_readable(self) -> None:
+        assert self.sock is not None and self._parser is not None
+        try:
+            data = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(Reason.NETWORK_LOST, str(exc))
+            return
+        if not data:
+            self._lost(Reason.SERVER_CLOSED, "the server closed the connection")
+            return
+        self.last_rx = time.monotonic()
+        tasks: Tasks = []
+        try:
+            for opcode, payload in self._parser.feed(data):
+                if opcode == OP_BINARY:
+                    assert self.conn is not None
+                    ev = self.conn.receive(payload)
+                    if ev is not None:
+                        self._handle(ev, tasks)
+                elif opcode == OP_PING:
+                    self._out += encode_frame(payload, OP_PONG)
+                elif opcode == OP_CLOSE:
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                    self._lost(self._close_reason(code), "server closed with code %d" % code)
+                    break
+                elif opcode != OP_PONG:
+                    raise RemoteProtocolError("text frames are not part of the protocol",
+                                              CloseCode.PROTOCOL_ERROR)
+                if self.sock is None:
+                    break
+        except RemoteProtocolError as exc:
+            log.warning("protocol error from the server: %s", exc)
+            self._close_session(exc.code, str(exc), Reason.PROTOCOL_ERROR, tasks)
+        self.core.dispatcher.submit_many(tasks)
+        if self.sock is not None and self.core.dispatcher.saturated:
+            self.paused = True  # resumed by resume_reading() when the callbacks drain
+            self._set_interest()
+
+    def resume_reading(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.last_rx = time.monotonic()
+            self._set_interest()
+
+    def _close_reason(self, code: int) -> Reason:
+        if self._kicked or code == CloseCode.DUPLICATE_LOGIN:
+            return Reason.KICKED
+        return Reason.SERVER_CLOSED
+
+    # ------------------------------------------------------------------ sessions
+    def attach(self, sock: socket.socket, url: str) -> None:
+        """The supervisor connected ``sock`` (handshake done): start a protocol session."""
+        if self._stopping or self._login is None or self.sock is not None:
+            sock.close()  # nobody wants it any more (logout or destroy came first)
+            return
+        sock.setblocking(False)
+        self.sock, self._url = sock, url
+        self.conn = Connection(Role.CLIENT)
+        self._parser = WsParser(self.conn.max_frame)
+        self._out.clear()
+        self._interest = 0
+        self.paused = False
+        self.last_rx = time.monotonic()
+        self._kicked = False
+        self._write(self.conn.hello(self.core.app_id, self.core.sdk_version))
+        self.session_active = True
+        self.core.supervisor.session_changed()
+        self._set_state(ConnectionState.CONNECTED, Reason.CONNECT_SUCCESS)
+
+    def connect_failed(self, exc: TransportError) -> None:
+        login = self._login
+        if login is None:
+            return
+        self._login = None
+        tasks: Tasks = []
+        self._fail_login(login, LoginErrorCode.LOGIN_FAILED, "cannot connect: %s" % exc, tasks)
+        self.core.dispatcher.submit_many(tasks)
+        self._set_state(ConnectionState.DISCONNECTED, Reason.CONNECT_FAILED)
+
+    def _lost(self, reason: Reason, detail: str) -> None:
+        tasks: Tasks = []
+        self._end_session(reason, detail, tasks)
+        self.core.dispatcher.submit_many(tasks)
+
+    def _close_session(self, code: int, detail: str, reason: Reason, tasks: Tasks) -> None:
+        """Close our side politely (CLOSE frame + WebSocket close), then end the session."""
+        if self.sock is not None and self.conn is not None:
+            try:
+                if self.conn.phase is not ConnectionPhase.CLOSED:
+                    self._write(self.conn.close(code, detail))
+                self._out += encode_frame(int(code if code < 5000 else 1000).to_bytes(2, "big"),
+                                          OP_CLOSE)
+                self.sock.send(self._out)
+            except (OSError, ProtocolError):
+                pass
+        self._end_session(reason, detail, tasks)
+
+    def _end_session(self, reason: Reason, detail: str, tasks: Tasks) -> None:
+        if self.sock is None:
+            return
+        log.info("session with %s ended: %s (%s)", self._url, reason.name, detail)
+        if self._sel is not None and self._interest:
+            self._sel.unregister(self.sock)
+        self._interest = 0
+        self.sock.close()
+        self.sock = self.conn = self._parser = None
+        self._out.clear()
+        self.session_active = False
+        self.paused = False
+        self.core.supervisor.session_changed()
+        for _, op, _ in self._sends.values():
+            self._send_failed(op, R.BROKEN, "connection lost before a result: " + detail, tasks)
+        self._sends.clear()
+        requests, self._requests = self._requests, {}
+        for _, _, on_fail in requests.values():
+            on_fail(ConnectionLost("connection lost: " + detail), tasks)
+        if self._login is not None:
+            login, self._login = self._login, None
+            self._fail_login(login, LoginErrorCode.LOGIN_FAILED, detail, tasks)
+        self.logged_in = False
+        self._set_state(ConnectionState.DISCONNECTED, reason, tasks)
+
+    def _shutdown(self) -> None:
+        """Destroy: close politely, fail everything pending without callbacks."""
+        if self.sock is not None:
+            self._close_session(CloseCode.NORMAL, "engine destroyed", Reason.DESTROYED, [])
+        closed = ClientClosed("the engine was destroyed")
+        for op in [s[1] for s in self._sends.values()] + (
+                [self._login.op] if self._login else []) + (
+                [self._logout_op] if self._logout_op else []):
+            if not op.done():
+                op.set_exception(closed)
+        while self._cmds:  # commands never run: their operations fail too
+            _, args = self._cmds.popleft()
+            for a in args:
+                if isinstance(a, Operation) and not a.done():
+                    a.set_exception(closed)
+
+    def _set_state(self, state: ConnectionState, reason: Reason,
+                   tasks: Optional[Tasks] = None) -> None:
+        if state == self.state:
+            return
+        log.info("connection state %s -> %s (%s)", self.state.name, state.name, reason.name)
+        self.state = state
+        item = self.core.emit.task(CONN_LANE, "on_connection_state_changed", (state, reason))
+        if tasks is None:
+            self.core.dispatcher.submit_many([item])
+        else:
+            tasks.append(item)
+
+    # ------------------------------------------------------------------ inbound events
+    def _handle(self, ev: Any, tasks: Tasks) -> None:
+        t = type(ev)
+        if t is Deliver:
+            if ev.kind == DeliverKind.PEER:
+                self.core.emit.peer_message(tasks, ev.sender, ev.payload)
+        elif t is Result:
+            for seq in ev.seqs:
+                entry = self._sends.pop(seq, None)
+                if entry is not None:
+                    self._send_done(entry[1], ev.code, ev.body, tasks)
+        elif t is Acked:
+            pass
+        elif t is Response:
+            req = self._requests.pop(ev.rid, None)
+            if req is not None:
+                req[1](ev.code, ev.result, tasks)
+        elif t is Ping:
+            assert self.conn is not None
+            self._write(self.conn.pong(ev.token))
+        elif t is Notice:
+            if ev.kind == NoticeKind.KICKED:
+                self._kicked = True
+                self.logged_in = False
+                reason = ev.args[0] if ev.args and isinstance(ev.args[0], int) else 1
+                tasks.append(self.core.emit.task(CONN_LANE, "on_logout", (reason,)))
+        elif t is Welcome:
+            self._on_welcome(tasks)
+        elif t is Close:
+            self._end_session(self._close_reason(ev.code), "server: %s" % (ev.reason or ev.code),
+                              tasks)
+
+    def _on_welcome(self, tasks: Tasks) -> None:
+        if self._login is not None:
+            login = self._login
+            self._request(Op.LOGIN, [login.token, login.uid, self.core.business_id, 0],
+                          self._on_login_response,
+                          lambda err, t: self._on_login_response(
+                              LoginErrorCode.LOGIN_FAILED, {"reason": str(err)}, t))
+
+    # ------------------------------------------------------------------ requests
+    def _request(self, op: int, args: List[Any], on_response: ResponseFn, on_fail: FailFn) -> None:
+        assert self.conn is not None
+        rid, data = self.conn.request(op, args)
+        deadline = time.monotonic() + self.core.config.request_timeout
+        self._requests[rid] = (deadline, on_response, on_fail)
+        self._write(data)
+
+    def login(self, op: Operation, token: str, uid: str, t0: float) -> None:
+        if self._login is not None or self.logged_in:
+            op.set_exception(LoginError("already logged in or logging in", -2))
+            return
+        self._login = _Login(op, token, uid, t0)
+        if self.conn is not None and self.conn.phase is ConnectionPhase.OPEN:
+            self._on_welcome([])
+        elif self.sock is None:
+            self._set_state(ConnectionState.CONNECTING, Reason.LOGIN)
+            self.core.supervisor.request_connect()
+
+    def _on_login_response(self, code: int, result: Any, tasks: Tasks) -> None:
+        login, self._login = self._login, None
+        if login is None:
+            return
+        if code == LoginErrorCode.SUCCESS:
+            self.logged_in, self.uid = True, login.uid
+            tasks.append(self.core.emit.task(
+                CONN_LANE, "on_login_result", (login.uid, LoginErrorCode.SUCCESS, login.elapsed()),
+                login.op, LoginErrorCode.SUCCESS))
+            return
+        reason = result.get("reason", "") if isinstance(result, dict) else ""
+        self._fail_login(login, code, reason, tasks)
+        self._close_session(CloseCode.NORMAL, "login failed", Reason.LOGOUT, tasks)
+
+    def _fail_login(self, login: _Login, code: int, detail: str, tasks: Tasks) -> None:
+        try:
+            code = LoginErrorCode(code)
+        except ValueError:
+            pass
+        err = LoginError("login of %r failed: %s" % (login.uid, detail or "code %d" % code), code)
+        tasks.append(self.core.emit.task(CONN_LANE, "on_login_result",
+                                         (login.uid, code, login.elapsed()), login.op, error=err))
+
+    def logout(self, op: Operation) -> None:
+        tasks: Tasks = []
+        if self.logged_in and self.conn is not None:
+            self.logged_in = False
+            self._logout_op = op
+
+            def done(code: int, result: Any, t: Tasks) -> None:
+                self._logout_op = None
+                t.append(self.core.emit.task(CONN_LANE, "on_logout", (0,), op, 0))
+                self._close_session(CloseCode.NORMAL, "logout", Reason.LOGOUT, t)
+
+            self._request(Op.LOGOUT, [], done, lambda err, t: done(-1, None, t))
+            return
+        if self._login is not None:  # logging in: cancel it
+            login, self._login = self._login, None
+            self._fail_login(login, LoginErrorCode.LOGIN_FAILED, "cancelled by logout", tasks)
+        tasks.append(self.core.emit.task(CONN_LANE, "on_logout", (0,), op, 0))
+        if self.sock is not None:
+            self._close_session(CloseCode.NORMAL, "logout", Reason.LOGOUT, tasks)
+        else:
+            self._set_state(ConnectionState.DISCONNECTED, Reason.LOGOUT, tasks)
+        self.core.dispatcher.submit_many(tasks)
+
+    def online_status(self, op: Operation, peer: str) -> None:
+        def ok(code: int, result: Any, tasks: Tasks) -> None:
+            if code != 0 or not isinstance(result, int):
+                fail(error_for("send", code, "online status query failed"), tasks)
+                return
+            status = self.core.online_status_enum(result)
+            tasks.append(self.core.emit.task(CONN_LANE, "on_get_peer_online_status",
+                                             (peer, status), op, status))
+
+        def fail(err: RTSError, tasks: Tasks) -> None:
+            status = self.core.online_status_enum(2)
+            tasks.append(self.core.emit.task(CONN_LANE, "on_get_peer_online_status",
+                                             (peer, status), op, error=err))
+
+        if not self.logged_in or self.conn is None:
+            tasks: Tasks = []
+            fail(error_for("send", R.NOT_LOGIN, "not logged in"), tasks)
+            self.core.dispatcher.submit_many(tasks)
+            return
+        self._request(Op.ONLINE_STATUS, [peer], ok, fail)
+
+    def send_ping(self) -> None:
+        if self.conn is not None and self.conn.phase is ConnectionPhase.OPEN:
+            self._write(self.conn.ping(0))
+
+    def heartbeat_timeout(self) -> None:
+        if self.sock is not None:
+            tasks: Tasks = []
+            self._close_session(CloseCode.GOING_AWAY, "heartbeat timeout", Reason.HEARTBEAT_TIMEOUT,
+                                tasks)
+            self.core.dispatcher.submit_many(tasks)
+
+    # ------------------------------------------------------------------ messages
+    def send(self, op: SendOperation, kind: int, target: str, config: int, payload: Any) -> None:
+        if not self.logged_in or self.conn is None:
+            tasks: Tasks = []
+            self._send_failed(op, R.NOT_LOGIN, "not logged in", tasks)
+            self.core.dispatcher.submit_many(tasks)
+            return
+        seq, data = self.conn.send(kind, target, config, payload, reliable=config == 0)
+        self._sends[seq] = (time.monotonic() + self.core.config.send_timeout, op, target)
+        self._write(data)
+
+    def _send_done(self, op: SendOperation, code: int, body: Optional[bytes], tasks: Tasks) -> None:
+        if code == 0:
+            tasks.append(self.core.emit.task(CONN_LANE, "on_message_send_result",
+                                             (op.msg_id, R.SUCCESS), op, R.SUCCESS))
+        else:
+            self._send_failed(op, code, "", tasks)
+
+    def _send_failed(self, op: SendOperation, code: int, detail: str, tasks: Tasks) -> None:
+        try:
+            code = R(code)
+        except ValueError:
+            pass
+        err = error_for("send", code, "message %d failed: %s" % (op.msg_id, detail or
+                                                                   getattr(code, "name", str(code))))
+        tasks.append(self.core.emit.task(CONN_LANE, "on_message_send_result",
+                                         (op.msg_id, code), op, error=err))

@@ -1,0 +1,124 @@
+"""WebSocket framing for the data phase of the SDK's connection (sans-IO).
+
+websocket-client does the opening handshake on our own socket and encodes (masks) our outgoing
+frames (``websocket.ABNF``). Reading is done here instead, from bytes the I/O thread received
+without blocking, so that one thread can read and write the same socket through ``selectors``
+and the frame size limit is checked from the header, before the body is buffered.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from websocket import ABNF
+
+from ..errors import RemoteProtocolError
+from ..protocol import CloseCode
+
+__all__ = ["OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "OP_TEXT", "WsParser", "encode_frame"]
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+
+def encode_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
+    """One masked client frame (RFC 6455 §5.3), encoded by websocket-client."""
+    frame: bytes = ABNF.create_frame(payload, opcode).format()
+    return frame
+
+
+def _fail(msg: str, code: int = CloseCode.PROTOCOL_ERROR) -> RemoteProtocolError:
+    return RemoteProtocolError("websocket: " + msg, code)
+
+
+class WsParser:
+    """Turns received bytes into whole (opcode, payload) messages; control frames included.
+
+    Threading: not thread-safe; owned by the I/O thread.
+    """
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+        self._buf = bytearray()
+        self._pos = 0
+        self._frag_op: Optional[int] = None
+        self._frag: List[bytes] = []
+        self._frag_len = 0
+
+    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+        """Add received bytes; return every message now complete, in order."""
+        buf = self._buf
+        if self._pos and self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        buf += data
+        out: List[Tuple[int, bytes]] = []
+        pos = self._pos
+        end = len(buf)
+        while end - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            if b0 & 0x70:
+                raise _fail("reserved bits set")
+            if b1 & 0x80:
+                raise _fail("a server frame must not be masked")
+            opcode = b0 & 0x0F
+            length = b1 & 0x7F
+            head = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                head = 10
+            if opcode >= 0x8:
+                if length > 125 or not b0 & 0x80:
+                    raise _fail("invalid control frame")
+            elif length + self._frag_len > self.max_message:
+                raise _fail("message of %d bytes exceeds the limit of %d"
+                            % (length + self._frag_len, self.max_message),
+                            CloseCode.FRAME_TOO_LARGE)
+            if end - pos < head + length:
+                break
+            payload = bytes(buf[pos + head:pos + head + length])
+            pos += head + length
+            msg = self._assemble(b0 & 0x80 != 0, opcode, payload)
+            if msg is not None:
+                out.append(msg)
+        # Compact once per feed, not once per frame.
+        if pos:
+            del buf[:pos]
+        self._pos = 0
+        return out
+
+    def _assemble(self, fin: bool, opcode: int, payload: bytes) -> Optional[Tuple[int, bytes]]:
+        if opcode >= 0x8:
+            if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
+                raise _fail("unknown control opcode %d" % opcode)
+            return opcode, payload
+        if opcode == OP_CONT:
+            if self._frag_op is None:
+                raise _fail("continuation without a start frame")
+            self._frag.append(payload)
+            self._frag_len += len(payload)
+            if not fin:
+                return None
+            whole = (self._frag_op, b"".join(self._frag))
+            self._frag_op, self._frag, self._frag_len = None, [], 0
+            return whole
+        if opcode not in (OP_TEXT, OP_BINARY):
+            raise _fail("unknown data opcode %d" % opcode)
+        if self._frag_op is not None:
+            raise _fail("new message inside a fragmented one")
+        if fin:
+            return opcode, payload
+        self._frag_op, self._frag, self._frag_len = opcode, [payload], len(payload)
+        return None
