@@ -92,6 +92,7 @@ class Connection:
         self.peer_acked = 0
         self._last_acked_sent = 0
         self._next_rid = 0
+        self._hello_seen = False
         self._unacked: Deque[Tuple[int, bytes, Any]] = deque()
         self._allowed = _ALLOWED[role]
 
@@ -119,9 +120,10 @@ class Connection:
             if t is fr.Close:
                 self.phase = ConnectionPhase.CLOSED
                 return ev
-            if t is not (fr.Hello if self.role is Role.SERVER else fr.Welcome):
+            if t is not (fr.Hello if self.role is Role.SERVER else fr.Welcome) or self._hello_seen:
                 raise RemoteProtocolError("%s before the handshake" % t.__name__,
                                           CloseCode.PROTOCOL_ERROR)
+            self._hello_seen = t is fr.Hello
             if t is fr.Welcome:
                 if ev.version not in SUPPORTED_VERSIONS:  # type: ignore[union-attr]
                     raise RemoteProtocolError("server chose unsupported version %d"
@@ -160,9 +162,15 @@ class Connection:
         return Acked(seq, tuple(tags))
 
     # ------------------------------------------------------------------ outbound
-    def _out(self, ev: fr.Event) -> bytes:
+    def _out(self, cls: Any, *fields: Any) -> bytes:
+        """Build frame ``cls(*fields)`` and encode it; LocalProtocolError for anything invalid."""
         if self.phase is ConnectionPhase.CLOSED:
             raise LocalProtocolError("connection is closed", CloseCode.PROTOCOL_ERROR)
+        try:
+            ev = cls(*fields)
+        except fr.FrameError as exc:
+            raise LocalProtocolError("invalid %s: %s" % (cls.__name__, exc),
+                                     CloseCode.PROTOCOL_ERROR) from exc
         data = fr.encode(ev)
         if len(data) > self.max_frame:
             raise LocalProtocolError("frame of %d bytes exceeds the limit of %d"
@@ -172,43 +180,45 @@ class Connection:
     def hello(self, app_id: str, sdk: str = "",
               versions: Sequence[int] = SUPPORTED_VERSIONS) -> bytes:
         assert self.role is Role.CLIENT
-        return self._out(fr.Hello(tuple(versions), app_id, sdk))
+        return self._out(fr.Hello, tuple(versions), app_id, sdk)
 
     def welcome(self, version: int, params: Dict[str, Any]) -> bytes:
         assert self.role is Role.SERVER
-        data = self._out(fr.Welcome(version, params))
+        data = self._out(fr.Welcome, version, params)
         self.version = version
         self.phase = ConnectionPhase.OPEN
         return data
 
     def request(self, op: int, args: Sequence[Any] = ()) -> Tuple[int, bytes]:
         """A REQUEST with a fresh request id; returns (rid, bytes)."""
-        self._next_rid += 1
-        return self._next_rid, self._out(fr.Request(self._next_rid, int(op), tuple(args)))
+        rid = self._next_rid + 1
+        data = self._out(fr.Request, rid, int(op), tuple(args))
+        self._next_rid = rid
+        return rid, data
 
     def respond(self, rid: int, code: int, result: Any = None) -> bytes:
-        return self._out(fr.Response(rid, int(code), result))
+        return self._out(fr.Response, rid, int(code), result)
 
     def send(self, kind: int, target: str, config: int, payload: fr.Payload,
              reliable: bool = True) -> Tuple[int, bytes]:
         """A client SEND; reliable ones are kept until acknowledged. Returns (seq, bytes)."""
         seq = self.out_seq + 1
-        data = self._out(fr.Send(seq, int(kind), target, int(config), payload))
+        data = self._out(fr.Send, seq, int(kind), target, int(config), payload)
         self.out_seq = seq
         if reliable:
             self._unacked.append((seq, data, None))
         return seq, data
 
     def result(self, code: int, seqs: Sequence[int], body: Optional[bytes] = None) -> bytes:
-        return self._out(fr.Result(int(code), tuple(seqs), body))
+        return self._out(fr.Result, int(code), tuple(seqs), body)
 
     def deliver(self, kind: int, sender: str, room: Optional[str], payload: fr.Payload,
                 reliable: bool = True, tag: Any = None) -> Tuple[int, bytes]:
         """A server DELIVER; reliable ones are sequenced and kept (with ``tag``) until acked."""
         if not reliable:
-            return 0, self._out(fr.Deliver(0, int(kind), sender, room, payload))
+            return 0, self._out(fr.Deliver, 0, int(kind), sender, room, payload)
         seq = self.out_seq + 1
-        data = self._out(fr.Deliver(seq, int(kind), sender, room, payload))
+        data = self._out(fr.Deliver, seq, int(kind), sender, room, payload)
         self.out_seq = seq
         self._unacked.append((seq, data, tag))
         return seq, data
@@ -216,7 +226,7 @@ class Connection:
     def notice(self, kind: int, args: Sequence[Any] = (), tag: Any = None) -> Tuple[int, bytes]:
         """A sequenced server NOTICE, kept until acked. Returns (seq, bytes)."""
         seq = self.out_seq + 1
-        data = self._out(fr.Notice(seq, int(kind), tuple(args)))
+        data = self._out(fr.Notice, seq, int(kind), tuple(args))
         self.out_seq = seq
         self._unacked.append((seq, data, tag))
         return seq, data
@@ -226,17 +236,17 @@ class Connection:
         if self.in_seq == self._last_acked_sent or self.phase is ConnectionPhase.CLOSED:
             return None
         self._last_acked_sent = self.in_seq
-        return self._out(fr.Ack(self.in_seq))
+        return self._out(fr.Ack, self.in_seq)
 
     def ping(self, token: int = 0) -> bytes:
-        return self._out(fr.Ping(token))
+        return self._out(fr.Ping, token)
 
     def pong(self, token: int = 0) -> bytes:
-        return self._out(fr.Pong(token))
+        return self._out(fr.Pong, token)
 
     def close(self, code: int, reason: str = "") -> bytes:
         """A CLOSE frame; the connection accepts nothing more afterwards."""
-        data = self._out(fr.Close(int(code), reason[:200]))
+        data = self._out(fr.Close, int(code), reason[:200])
         self.phase = ConnectionPhase.CLOSED
         return data
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+import io
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import cbor2
@@ -26,6 +27,7 @@ __all__ = [
     "Deliver",
     "DeliverKind",
     "Event",
+    "FrameError",
     "FrameType",
     "Hello",
     "Notice",
@@ -121,8 +123,16 @@ class NoticeKind(IntEnum):
     ROOM_STATE = 4
 
 
-def _fail(msg: str) -> RemoteProtocolError:
-    return RemoteProtocolError(msg, CloseCode.PROTOCOL_ERROR)
+class FrameError(ValueError):
+    """A frame event with a field of the wrong type or range (raised when one is built).
+
+    ``decode`` turns it into RemoteProtocolError (the peer sent it); ``Connection`` turns it into
+    LocalProtocolError (we were about to send it).
+    """
+
+
+def _fail(msg: str) -> FrameError:
+    return FrameError(msg)
 
 
 def _int(v: object, what: str, lo: int = 0, hi: int = (1 << 63) - 1) -> int:
@@ -318,8 +328,15 @@ def _fields(ev: Event) -> List[Any]:
 
 
 def encode(ev: Event) -> bytes:
-    """The CBOR bytes of one frame (one binary WebSocket message)."""
-    return cbor2.dumps([int(x) if isinstance(x, IntEnum) else x for x in _fields(ev)])
+    """The CBOR bytes of one frame (one binary WebSocket message).
+
+    Raises LocalProtocolError when a field cannot be encoded.
+    """
+    try:
+        return cbor2.dumps([int(x) if isinstance(x, IntEnum) else x for x in _fields(ev)])
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise LocalProtocolError("cannot encode %s: %s" % (type(ev).__name__, exc),
+                                 CloseCode.PROTOCOL_ERROR) from exc
 
 
 def _tuple(v: object, what: str) -> Tuple[Any, ...]:
@@ -357,20 +374,25 @@ def decode(data: bytes, max_frame: int) -> Event:
             "frame of %d bytes exceeds the limit of %d" % (len(data), max_frame),
             CloseCode.FRAME_TOO_LARGE,
         )
+    fp = io.BytesIO(data)
     try:
-        f = cbor2.loads(data)
+        f = cbor2.load(fp)
     except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, ...)
-        raise _fail("malformed CBOR: %s" % exc) from exc
+        raise _remote("malformed CBOR: %s" % exc) from exc
+    if fp.tell() != len(data):
+        raise _remote("%d bytes after the frame" % (len(data) - fp.tell()))
     if type(f) is not list or not f or type(f[0]) is not int:
-        raise _fail("a frame must be a non-empty CBOR array starting with its type")
+        raise _remote("a frame must be a non-empty CBOR array starting with its type")
     entry = _DECODERS.get(f[0])
     if entry is None:
-        raise _fail("unknown frame type %r" % (f[0],))
+        raise _remote("unknown frame type %s" % (f[0] if -1000 < f[0] < 1000 else "(out of range)"))
     if len(f) != entry[0]:
-        raise _fail("frame type %d needs %d elements, got %d" % (f[0], entry[0], len(f)))
+        raise _remote("frame type %d needs %d elements, got %d" % (f[0], entry[0], len(f)))
     try:
         return entry[1](f)
-    except RemoteProtocolError:
-        raise
-    except Exception as exc:  # e.g. an unhashable or odd value inside a field
-        raise _fail("invalid frame: %s" % exc) from exc
+    except Exception as exc:  # FrameError, or an odd value inside a field
+        raise _remote("invalid frame: %s" % exc) from exc
+
+
+def _remote(msg: str) -> RemoteProtocolError:
+    return RemoteProtocolError(msg, CloseCode.PROTOCOL_ERROR)
