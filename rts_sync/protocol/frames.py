@@ -11,9 +11,9 @@ Sans-IO: no sockets, threads, clocks or logging here.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from enum import IntEnum
-import io
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import cbor2
