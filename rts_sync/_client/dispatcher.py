@@ -114,6 +114,8 @@ class Dispatcher:
                     log.exception("exception in callback %s", getattr(fn, "__qualname__", fn))
             wake = False
             with cond:
+                if self._stopping:
+                    return  # stop() already dropped and failed everything queued
                 if q:
                     self._ready.append(lane)
                     cond.notify()

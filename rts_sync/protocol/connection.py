@@ -93,6 +93,7 @@ class Connection:
         self._last_acked_sent = 0
         self._next_rid = 0
         self._hello_seen = False
+        self._close_sent = False
         self._unacked: Deque[Tuple[int, bytes, Any]] = deque()
         self._allowed = _ALLOWED[role]
 
@@ -164,7 +165,7 @@ class Connection:
     # ------------------------------------------------------------------ outbound
     def _out(self, cls: Any, *fields: Any) -> bytes:
         """Build frame ``cls(*fields)`` and encode it; LocalProtocolError for anything invalid."""
-        if self.phase is ConnectionPhase.CLOSED:
+        if self.phase is ConnectionPhase.CLOSED and (cls is not fr.Close or self._close_sent):
             raise LocalProtocolError("connection is closed", CloseCode.PROTOCOL_ERROR)
         try:
             ev = cls(*fields)
@@ -245,8 +246,13 @@ class Connection:
         return self._out(fr.Pong, token)
 
     def close(self, code: int, reason: str = "") -> bytes:
-        """A CLOSE frame; the connection accepts nothing more afterwards."""
+        """A CLOSE frame; the connection accepts nothing more afterwards.
+
+        Allowed once even after a protocol error closed the connection, so the peer can be told
+        why.
+        """
         data = self._out(fr.Close, int(code), reason[:200])
+        self._close_sent = True
         self.phase = ConnectionPhase.CLOSED
         return data
 

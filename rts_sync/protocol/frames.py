@@ -79,7 +79,8 @@ class FrameType(IntEnum):
 
 
 class Op(IntEnum):
-    """Request operations (REQUEST's ``op``)."""
+    """Request operations (REQUEST's ``op``); each takes exactly the args listed (a wrong count
+    is a protocol error)."""
 
     #: args: [token, uid, business_id or None, login_type]; result: {"session": str}
     LOGIN = 1

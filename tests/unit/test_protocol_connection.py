@@ -349,6 +349,7 @@ def test_after_close_nothing_is_accepted_or_sent(closer: str) -> None:
     p.s2c(p.server.deliver(PEER, "a", None, "x")[1])  # both sides took a sequenced frame,
     p.c2s(p.client.send(TargetKind.PEER, "b", 0, "x")[1])  # so ack() would have news
     assert p.move(conn, conn.close(CloseCode.GOING_AWAY, "restart")) == [Close(1001, "restart")]
+    other.close(CloseCode.NORMAL, "bye too")  # answering a CLOSE with a CLOSE is allowed once
     for c in (conn, other):
         assert c.phase is ConnectionPhase.CLOSED
         assert c.ack() is None
@@ -362,9 +363,11 @@ def test_after_close_nothing_is_accepted_or_sent(closer: str) -> None:
 def test_protocol_error_closes_the_connection() -> None:
     p = ConnectionPair()
     rejected(p.server, b"\xff")
+    # the peer may still be told why, once
+    assert p.s2c(p.server.close(CloseCode.PROTOCOL_ERROR, "bad")) == [Close(4400, "bad")]
     with pytest.raises(LocalProtocolError):
         p.server.close(CloseCode.PROTOCOL_ERROR)
-    rejected(p.server, p.client.ping(1))
+    rejected(p.server, encode(Ping(1)))
 
 
 def test_close_reason_is_cut_to_200_characters() -> None:

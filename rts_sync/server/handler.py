@@ -1,0 +1,247 @@
+"""The protocol conversation of one WebSocket connection: HELLO, requests, SENDs, ACKs, PINGs.
+
+Nothing a client sends may raise out of here or stall other connections: a protocol violation
+closes only that connection (CLOSE frame, then the WebSocket close with the same code), and an
+unexpected error closes it with INTERNAL_ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any, Callable, Dict, Optional
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .. import protocol as p
+from .._version import __version__
+from ..enums import LoginErrorCode, UserMessageSendResult
+from ..errors import RemoteProtocolError
+from .hub import Hub
+from .session import CLOSE_TIMEOUT, Session, TokenBucket
+
+__all__ = ["ConnectionHandler", "serve_connection"]
+
+log = logging.getLogger(__name__)
+
+_cids = itertools.count(1)
+_NOT_SUPPORTED = (p.Op.JOIN_ROOM, p.Op.LEAVE_ROOM, p.Op.SET_SERVER_PARAMS)
+_ARITY: Dict[int, int] = {p.Op.LOGIN: 4, p.Op.LOGOUT: 0, p.Op.ONLINE_STATUS: 1}
+
+
+class _RtsWebSocket(web.WebSocketResponse):
+    """aiohttp's WebSocket, except that a message over ``max_msg_size`` (which aiohttp rejects
+    before reading it, closing with 1009) is answered as the protocol says: a CLOSE frame and the
+    WebSocket close code FRAME_TOO_LARGE (4413)."""
+
+    too_large: Optional[Callable[[], Optional[bytes]]] = None
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", **kwargs: Any) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed and self.too_large is not None:
+            frame = self.too_large()
+            if frame is not None:
+                try:
+                    await self.send_bytes(frame)
+                except Exception as exc:  # the transport is gone: the close below says enough
+                    log.debug("could not send CLOSE: %r", exc)
+                code, message = p.CloseCode.FRAME_TOO_LARGE, b"frame too large"
+        return await super().close(code=code, message=message, **kwargs)
+
+
+async def serve_connection(hub: Hub, request: web.Request) -> web.WebSocketResponse:
+    """The ``/rts`` endpoint: run one connection until it ends."""
+    limits = hub.limits
+    # aiohttp rejects a message of max_msg_size bytes or more; max_frame itself is allowed.
+    ws = _RtsWebSocket(max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False,
+                       timeout=CLOSE_TIMEOUT)
+    await ws.prepare(request)
+    session = Session(next(_cids), ws, request, limits, hub.metrics, request.remote or "",
+                      hub.on_session_closed)
+    handler = ConnectionHandler(hub, session)
+    ws.too_large = handler.frame_too_large
+    session.start()
+    log.debug("connection %d from %s opened", session.cid, session.peer_ip)
+    if not hub.add_connection(session):
+        log.info("connection %d: too many connections from %s", session.cid, session.peer_ip)
+        session.close(p.CloseCode.REJECTED, "too many connections from this address")
+    try:
+        await handler.run()
+    finally:
+        session.close(p.CloseCode.NORMAL, "connection ended", frame=False)
+        hub.remove_connection(session)
+        await session.wait_closed()
+        log.debug("connection %d closed (%s: %s)", session.cid, session.close_code,
+                  session.close_reason)
+    return ws
+
+
+class ConnectionHandler:
+    """Reads one connection's frames and acts on each (see the module docstring).
+
+    Threading: not thread-safe; runs on the server's event loop.
+    """
+
+    def __init__(self, hub: Hub, session: Session) -> None:
+        self.hub = hub
+        self.session = session
+        self.limits = hub.limits
+        self._login_timer: Optional[asyncio.TimerHandle] = None
+
+    async def run(self) -> None:
+        s = self.session
+        ws = s.ws
+        self._login_timer = asyncio.get_running_loop().call_later(
+            self.limits.login_timeout, self._login_expired)
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type == WSMsgType.BINARY:
+                    if not s.closing:  # after close: drain until the WebSocket closes
+                        await self._on_frame(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    if not s.closing:
+                        self._protocol_error(RemoteProtocolError(
+                            "text WebSocket messages are not part of the protocol",
+                            p.CloseCode.PROTOCOL_ERROR))
+                else:
+                    if msg.type == WSMsgType.ERROR and not s.closing:
+                        self.hub.metrics.protocol_errors += 1
+                        log.info("connection %d: WebSocket error: %r", s.cid, msg.data)
+                    break  # CLOSE, CLOSING, CLOSED or ERROR: the WebSocket is done
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("connection %d: internal error", s.cid)
+            s.close(p.CloseCode.INTERNAL_ERROR, "internal server error")
+        finally:
+            self._login_timer.cancel()
+
+    def _login_expired(self) -> None:
+        s = self.session
+        if s.uid is None and not s.closing:
+            log.info("connection %d: no login within %.1f s", s.cid, self.limits.login_timeout)
+            s.close(p.CloseCode.LOGIN_TIMEOUT, "no login within %g s" % self.limits.login_timeout)
+
+    def _protocol_error(self, exc: RemoteProtocolError, frame: bool = True) -> None:
+        s = self.session
+        self.hub.metrics.protocol_errors += 1
+        log.info("connection %d from %s: protocol error (%d): %s", s.cid, s.peer_ip, exc.code,
+                 exc.args[0])
+        s.close(exc.code, str(exc.args[0]), frame=frame)
+
+    def frame_too_large(self) -> Optional[bytes]:
+        """aiohttp rejected an oversized message: record it; the CLOSE frame to send, if any."""
+        s = self.session
+        if s.closing:
+            return None
+        self._protocol_error(RemoteProtocolError(
+            "frame exceeds the limit of %d bytes" % self.limits.max_frame,
+            p.CloseCode.FRAME_TOO_LARGE), frame=False)
+        return s.close_frame()
+
+    # ------------------------------------------------------------------ frames
+    async def _on_frame(self, data: bytes) -> None:
+        s = self.session
+        self.hub.metrics.frames_in += 1
+        try:
+            ev = s.conn.receive(data)
+            if ev is None:  # a duplicate SEND (resent after a resume): already handled
+                s.wake_writer()
+            elif isinstance(ev, p.Send):
+                await self._on_send(ev)
+                s.wake_writer()  # the writer sends one cumulative ACK after the batch
+            elif isinstance(ev, p.Acked):
+                self.hub.on_acked(s, ev)
+            elif isinstance(ev, p.Request):
+                await self._on_request(ev)
+            elif isinstance(ev, p.Ping):
+                await s.enqueue(s.conn.pong(ev.token))
+            elif isinstance(ev, p.Hello):
+                self._on_hello(ev)
+            elif isinstance(ev, p.Close):
+                log.debug("connection %d: CLOSE %d from the client: %s", s.cid, ev.code, ev.reason)
+                s.close(p.CloseCode.NORMAL, "closed by the client", frame=False)
+            # Pong: nothing to do (the server does not send PINGs yet).
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+
+    def _on_hello(self, ev: p.Hello) -> None:
+        s = self.session
+        if ev.app_id not in self.hub.apps:
+            log.info("connection %d: unknown app id %r", s.cid, ev.app_id)
+            s.close(p.CloseCode.REJECTED, "unknown app id")
+            return
+        version = p.negotiate(ev.versions)
+        if version is None:
+            log.info("connection %d: no common protocol version in %r", s.cid, ev.versions)
+            s.close(p.CloseCode.UNSUPPORTED_VERSION, "no common protocol version (server speaks %s)"
+                    % ", ".join(str(v) for v in p.SUPPORTED_VERSIONS))
+            return
+        s.app_id = ev.app_id
+        s.push(s.conn.welcome(version, {
+            "max_frame": self.limits.max_frame,
+            "max_payload": self.limits.max_payload,
+            "server": "rts_sync/%s" % __version__,
+            "login_timeout": self.limits.login_timeout,
+        }))
+
+    async def _on_request(self, ev: p.Request) -> None:
+        s = self.session
+        op = ev.op
+        arity = _ARITY.get(op)
+        if arity is not None and len(ev.args) != arity:
+            raise RemoteProtocolError("request op %d takes %d arguments, got %d"
+                                      % (op, arity, len(ev.args)), p.CloseCode.PROTOCOL_ERROR)
+        result: Any = None
+        close_after = False
+        if op == p.Op.LOGIN:
+            code, result = self.hub.login(s, ev.args)
+            if code == LoginErrorCode.SUCCESS and self._login_timer is not None:
+                self._login_timer.cancel()
+        elif op in _NOT_SUPPORTED:
+            code, result = UserMessageSendResult.UNKNOWN, {"reason": "not supported yet"}
+        elif op not in _ARITY:
+            raise RemoteProtocolError("unknown request op %d" % op, p.CloseCode.PROTOCOL_ERROR)
+        elif s.uid is None:
+            code = UserMessageSendResult.NOT_LOGIN
+        elif op == p.Op.LOGOUT:
+            self.hub.logout(s)
+            code, close_after = 0, True
+        else:  # ONLINE_STATUS
+            code, result = 0, int(self.hub.online_status(s, ev.args[0]))
+        await s.enqueue(s.conn.respond(ev.rid, code, result))
+        if close_after:
+            s.close(p.CloseCode.NORMAL, "logged out")
+
+    async def _on_send(self, ev: p.Send) -> None:
+        s = self.session
+        # Pace a sender whose own results are not being read.
+        if not await s.wait_for_room():
+            return
+        code: Optional[int]
+        if s.uid is None:
+            code = UserMessageSendResult.NOT_LOGIN
+        elif p.payload_size(ev.payload) > self.limits.max_payload:
+            code = UserMessageSendResult.EXCEED_MAX_LENGTH
+        elif not self._allow(ev.kind):
+            code = UserMessageSendResult.EXCEED_QPS
+        elif ev.kind == p.TargetKind.ROOM:
+            code = UserMessageSendResult.NOT_JOIN
+        elif ev.kind == p.TargetKind.SERVER:
+            code = UserMessageSendResult.SERVER_PARAMS_NOT_SET
+        else:
+            code = await self.hub.send_peer(s, ev.seq, ev.target, ev.config, ev.payload)
+        if code is not None:
+            s.post_result(code, ev.seq)
+
+    def _allow(self, kind: int) -> bool:
+        """The per-session token bucket of this kind of message, when its qps limit is set."""
+        rate = (self.limits.p2p_qps, self.limits.room_qps, self.limits.server_qps)[kind]
+        if rate <= 0:
+            return True
+        now = asyncio.get_running_loop().time()
+        bucket = self.session.buckets.get(kind)
+        if bucket is None:
+            bucket = self.session.buckets[kind] = TokenBucket(rate, now)
+        return bucket.take(now)

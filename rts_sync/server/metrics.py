@@ -1,0 +1,60 @@
+"""The server's counters and their Prometheus text rendering (no prometheus_client needed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Dict, List, Mapping, Tuple
+
+__all__ = ["Metrics"]
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    """Monotonic counters of one server; gauges are passed in when rendering.
+
+    Threading: not thread-safe; owned by the server's event loop.
+    """
+
+    def __init__(self) -> None:
+        self.frames_in = 0
+        self.protocol_errors = 0
+        self.slow_consumer_disconnects = 0
+        self.messages: Counter[str] = Counter()
+        self.logins: Counter[str] = Counter()
+
+    def render(self, connections: int, sessions: Mapping[str, int]) -> str:
+        """The Prometheus text exposition (format 0.0.4) of every metric."""
+        out: List[str] = []
+
+        def metric(name: str, kind: str, help_text: str,
+                   samples: List[Tuple[Dict[str, str], float]]) -> None:
+            out.append("# HELP %s %s" % (name, help_text))
+            out.append("# TYPE %s %s" % (name, kind))
+            for labels, value in samples:
+                text = ",".join('%s="%s"' % (k, _label(v)) for k, v in sorted(labels.items()))
+                out.append("%s%s %s" % (name, "{%s}" % text if text else "", _num(value)))
+
+        metric("rts_connections", "gauge", "Open WebSocket connections.", [({}, connections)])
+        metric("rts_sessions", "gauge", "Logged-in sessions per app.",
+               [({"app": app}, n) for app, n in sorted(sessions.items())])
+        kinds = dict(self.messages)
+        kinds.setdefault("peer", 0)
+        metric("rts_messages_total", "counter", "Messages accepted for delivery, by kind.",
+               [({"kind": k}, n) for k, n in sorted(kinds.items())])
+        metric("rts_frames_in_total", "counter", "Frames received from clients.",
+               [({}, self.frames_in)])
+        metric("rts_protocol_errors_total", "counter",
+               "Connections closed for violating the protocol.", [({}, self.protocol_errors)])
+        metric("rts_slow_consumer_disconnects_total", "counter",
+               "Connections closed because they stopped reading.",
+               [({}, self.slow_consumer_disconnects)])
+        metric("rts_logins_total", "counter", "Login attempts, by result.",
+               [({"result": r}, n) for r, n in sorted(self.logins.items())])
+        return "\n".join(out) + "\n"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

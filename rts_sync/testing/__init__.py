@@ -1,0 +1,7 @@
+"""Helpers for testing code that uses rts_sync (usable in your own tests too)."""
+
+from __future__ import annotations
+
+from .server_thread import ServerHandle, serve_in_thread
+
+__all__ = ["ServerHandle", "serve_in_thread"]

@@ -1,0 +1,158 @@
+"""Peer-to-peer messages through the public API against the real server on loopback."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, List
+
+import pytest
+from conftest import WAIT, Recorder, login, token
+
+import rts_sync
+from rts_sync import (
+    ClientClosed,
+    ConnectionBrokenError,
+    InvalidArgumentError,
+    MessageConfig,
+    MessageTooLargeError,
+    NoReceiverError,
+    NotLoggedInError,
+    UserMessageSendResult,
+)
+
+
+def test_2000_reliable_messages_arrive_complete_and_in_order(engines: Any) -> None:
+    alice, arec = login(engines, "alice")
+    bob, brec = login(engines, "bob")
+    ops = [alice.send_message("bob", "m%d" % i) for i in range(2000)]
+    assert [op.msg_id for op in ops] == list(range(1, 2001))
+    assert all(op.result(WAIT) == UserMessageSendResult.SUCCESS for op in ops)
+    got = brec.wait_count("msg", 2000)
+    assert got == [("alice", "m%d" % i) for i in range(2000)]
+    results = arec.wait_count("result", 2000)
+    assert sorted(results) == [(i, 0) for i in range(1, 2001)]
+    assert len(brec.of("msg")) == 2000  # nothing duplicated
+
+
+def test_binary_round_trip_and_text_unicode(engines: Any) -> None:
+    alice, _ = login(engines, "alice")
+    bob, brec = login(engines, "bob")
+    blobs = [bytes(range(256)) * 4, b"", b"\x00" * 65536]
+    for b in blobs:
+        assert alice.send_binary_message("bob", b).result(WAIT) == 0
+    assert alice.send_message("bob", "你好, 🌍").result(WAIT) == 0
+    assert [m for _, m in brec.wait_count("bin", 3)] == blobs
+    assert brec.wait_count("msg", 1) == [("alice", "你好, 🌍")]
+    assert alice.send_binary_message("bob", bytearray(b"ba")).result(WAIT) == 0
+    assert brec.wait_count("bin", 4)[-1] == ("alice", b"ba")
+
+
+def test_unreliable_messages(engines: Any) -> None:
+    alice, _ = login(engines, "alice")
+    bob, brec = login(engines, "bob")
+    for cfg in (MessageConfig.UNRELIABLE_ORDERED, MessageConfig.UNRELIABLE_UNORDERED):
+        assert alice.send_message("bob", "u%d" % cfg, cfg).result(WAIT) == 0
+    assert [m for _, m in brec.wait_count("msg", 2)] == ["u1", "u2"]
+
+
+def test_error_codes_through_operation_and_callback(engines: Any) -> None:
+    alice, rec = login(engines, "alice")
+    cases = [
+        (alice.send_message("nobody", "x"), NoReceiverError, 3),
+        (alice.send_message("not a valid id!", "x"), NoReceiverError, 3),
+        (alice.send_message("alice", "x" * 65537), MessageTooLargeError, 103),
+        (alice.send_message("alice", "é" * 32769), MessageTooLargeError, 103),  # 65538 UTF-8 bytes
+        (alice.send_binary_message("alice", b"x" * 65537), MessageTooLargeError, 103),
+    ]
+    for op, cls, code in cases:
+        with pytest.raises(cls) as ei:
+            op.result(WAIT)
+        assert ei.value.code == code
+    results = dict(rec.wait_count("result", len(cases)))
+    assert [results[op.msg_id] for op, _, _ in cases] == [c for _, _, c in cases]
+    # exactly 64 KB is fine
+    assert alice.send_message("alice", "y" * 65536).result(WAIT) == 0
+
+
+def test_not_logged_in_and_call_time_errors(engines: Any) -> None:
+    rts, rec = engines()
+    op = rts.send_message("bob", "x")
+    with pytest.raises(NotLoggedInError) as ei:
+        op.result(WAIT)
+    assert ei.value.code == 105 and op.msg_id == 1
+    assert rec.wait_count("result", 1) == [(1, 105)]
+    with pytest.raises(InvalidArgumentError) as ai:
+        rts.send_message("", "x")
+    assert ai.value.code == -2
+    with pytest.raises(TypeError):
+        rts.send_message("bob", b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        rts.send_binary_message("bob", "text")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        rts.send_message("bob", "x", 7)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        rts.send_message("bob", "\ud800")
+    rts.destroy()
+    with pytest.raises(ClientClosed) as ci:
+        rts.send_message("bob", "x")
+    assert ci.value.code == -1
+
+
+def test_message_ids_are_shared_and_sequential_across_threads(engines: Any) -> None:
+    alice, _ = login(engines, "alice")
+    bob, brec = login(engines, "bob")
+    ids: List[int] = []
+    lock = threading.Lock()
+
+    def sender(k: int) -> None:
+        for i in range(200):
+            op = alice.send_message("bob", "%d-%d" % (k, i))
+            with lock:
+                ids.append(op.msg_id)
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(ids) == list(range(1, 801))
+    got = brec.wait_count("msg", 800)
+    for k in range(4):  # each sending thread's messages arrive in its order
+        mine = [m for _, m in got if m.startswith("%d-" % k)]
+        assert mine == ["%d-%d" % (k, i) for i in range(200)]
+
+
+def test_pull_style_messages(engines: Any) -> None:
+    alice, _ = login(engines, "alice")
+    bob, _ = login(engines, "bob", parameters={"message_queue_size": 16})
+    for i in range(50):  # more than the queue holds: the sender is slowed, nothing is lost
+        alice.send_message("bob", "p%d" % i)
+    alice.send_binary_message("bob", b"end")
+    got = []
+    for m in bob.messages(timeout=WAIT):
+        got.append(m)
+        if len(got) == 51:
+            break
+    assert [m.message for m in got[:50]] == ["p%d" % i for i in range(50)]
+    assert got[50].binary and got[50].uid == "alice" and got[50].kind == "peer"
+    with pytest.raises(rts_sync.InvalidStateError):
+        next(alice.messages(timeout=0))
+
+
+def test_server_going_away_fails_pending_sends_with_broken() -> None:
+    from conftest import APP_ID, APP_KEY
+
+    from rts_sync.testing import serve_in_thread
+
+    with serve_in_thread(apps={APP_ID: APP_KEY}) as srv:
+        with rts_sync.create_rts(APP_ID, Recorder(), server_url=srv.url) as alice, \
+                rts_sync.create_rts(APP_ID, None, {"message_queue_size": 1},
+                                    server_url=srv.url) as bob:
+            alice.login(token("alice"), "alice").result(WAIT)
+            bob.login(token("bob"), "bob").result(WAIT)
+            # bob's queue of 1 is never drained: some of alice's messages stay unacknowledged
+            ops = [alice.send_message("bob", "x" * 1000) for _ in range(20000)]
+            srv.stop()
+            errors = [op.exception(WAIT) for op in ops]
+            assert any(isinstance(e, ConnectionBrokenError) and e.code == 2 for e in errors)
+            assert alice.stats()["logged_in"] is False
