@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
@@ -17,3 +18,19 @@ def server() -> Iterator[ServerHandle]:
         yield handle
     finally:
         handle.stop()
+
+
+# In CI every service a test needs is installed and started, so a skipped test is a failure.
+_skipped: list = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CI") == "true" and _skipped and session.exitstatus == 0:
+        session.exitstatus = 1
+        print("\nCI: %d test(s) skipped; in CI every test must run: %s"
+              % (len(_skipped), ", ".join(_skipped[:10])))
