@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterator, List
 
 import pytest
 
@@ -21,7 +21,7 @@ def server() -> Iterator[ServerHandle]:
 
 
 # In CI every service a test needs is installed and started, so a skipped test is a failure.
-_skipped: list = []
+_skipped: List[str] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
