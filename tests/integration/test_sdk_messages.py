@@ -156,3 +156,45 @@ def test_server_going_away_fails_pending_sends_with_broken() -> None:
             errors = [op.exception(WAIT) for op in ops]
             assert any(isinstance(e, ConnectionBrokenError) and e.code == 2 for e in errors)
             assert alice.stats()["logged_in"] is False
+
+
+def test_engines_through_a_separate_server_process(engines: Any) -> None:
+    """The deployable rts-server process, not the in-process one: login, status, messages."""
+    import subprocess
+    import sys
+
+    from conftest import APP_ID, APP_KEY
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rts_sync.server", "--app", "%s:%s" % (APP_ID, APP_KEY),
+         "--host", "127.0.0.1", "--port", "0", "--log-level", "INFO"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        url = None
+        for line in proc.stderr:
+            if "listening on" in line:
+                port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+                url = "ws://127.0.0.1:%d/rts" % port
+                break
+        assert url, "rts-server did not start"
+        drain = threading.Thread(target=proc.stderr.read, daemon=True)
+        drain.start()
+        alice, arec = login(engines, "alice", url=url)
+        bob, brec = login(engines, "bob", url=url)
+        assert alice.get_peer_online_status("bob").result(WAIT) == 1
+        ops = [alice.send_message("bob", "n%d" % i) for i in range(500)]
+        ops.append(bob.send_binary_message("alice", b"\x00bin"))
+        assert all(op.result(WAIT) == 0 for op in ops)
+        assert [m for _, m in brec.wait_count("msg", 500)] == ["n%d" % i for i in range(500)]
+        assert arec.wait_count("bin", 1) == [("bob", b"\x00bin")]
+        proc.terminate()
+        assert proc.wait(10) == 0
+        arec.wait_for(lambda: any(s[0] == rts_sync.ConnectionState.DISCONNECTED
+                                  for s in arec.of("state")))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
