@@ -66,6 +66,7 @@ from .errors import (
     TransportError,
 )
 from .handlers import RTSEventHandler, RTSRoomEventHandler
+from .room import RTSRoom
 from .types import LocalProxyConfiguration, Message, SysStats
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -108,6 +109,7 @@ __all__ = [
     "ProxyError",
     "RTSError",
     "RTSEventHandler",
+    "RTSRoom",
     "RTSRoomEventHandler",
     "RemoteProtocolError",
     "RequestTimeout",

@@ -20,11 +20,12 @@ from ._client.events import CONN_LANE
 from ._client.operations import Operation, SendOperation
 from ._client.transport import parse_server_url
 from ._version import __version__
-from .enums import MessageConfig
+from .enums import MessageConfig, RoomErrorCode
 from .enums import UserMessageSendResult as R
-from .errors import InvalidArgumentError, InvalidStateError, error_for
+from .errors import InvalidArgumentError, InvalidStateError, RoomError, error_for
 from .handlers import RTSEventHandler
 from .protocol import MAX_PAYLOAD, TargetKind, is_valid_id, payload_size
+from .room import RTSRoom
 from .types import Message
 
 __all__ = ["DEFAULT_SERVER_URL", "RTS", "create_rts", "destroy_rts", "get_sdk_version"]
@@ -272,6 +273,30 @@ class RTS:
         err = error_for("send", code, "message %d failed: %s" % (op.msg_id, code.name))
         core.dispatcher.submit_many([core.emit.task(
             CONN_LANE, "on_message_send_result", (op.msg_id, code), op, error=err)])
+
+    # ------------------------------------------------------------------ rooms
+    def create_room(self, room_id: str) -> RTSRoom:
+        """A room object for ``room_id`` (``[a-zA-Z0-9_@\\-.]{1,128}``); several may exist.
+
+        Only creates the object: call ``join_room()`` on it. An invalid id reports
+        ``on_create_room_state_changed(room_id, -1007)`` and raises RoomError(-1007); an id that
+        already has a room object on this engine reports -1013 and raises RoomError(-1013).
+        """
+        core = self._core
+        core.check_alive()
+        _check_str("room_id", room_id)
+        code = None
+        with core._lock:
+            if not is_valid_id(room_id):
+                code = RoomErrorCode.ROOM_ID_ILLEGAL
+            elif room_id in core.rooms:
+                code = RoomErrorCode.ROOM_ALREADY_EXIST
+            else:
+                room = core.rooms[room_id] = RTSRoom(core, room_id)
+                return room
+        core.dispatcher.submit_many([core.emit.task(
+            CONN_LANE, "on_create_room_state_changed", (room_id, code))])
+        raise RoomError("cannot create room %r: %s" % (room_id, code.name), code)
 
     # ------------------------------------------------------------------ pull-style receiving
     def messages(self, timeout: Optional[float] = None) -> Iterator[Message]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Any, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 from .._version import __version__
 from ..enums import UserOnlineStatus
@@ -21,6 +21,9 @@ from .events import Emitter
 from .io_thread import IOThread
 from .operations import Inbox
 from .supervisor import HeartbeatPolicy, Supervisor
+
+if TYPE_CHECKING:
+    from ..room import RTSRoom
 
 __all__ = ["EngineCore"]
 
@@ -49,6 +52,8 @@ class EngineCore:
                                        if self.config.message_queue_size else None)
         self.emit = Emitter(lambda: self.handler, lambda: self.inbox)
         self._msg_ids = itertools.count(1)
+        #: The live RTSRoom objects by room id (created and destroyed by app threads).
+        self.rooms: Dict[str, RTSRoom] = {}
         self._lock = threading.Lock()
         self.destroyed = False
         name = str(self.id)
@@ -76,6 +81,10 @@ class EngineCore:
         if self.destroyed:
             raise ClientClosed("the engine was destroyed")
 
+    def rooms_joined(self) -> int:
+        """How many rooms this engine is in (read from the I/O thread's state)."""
+        return sum(1 for st in list(self.io.rooms.values()) if st.joined)
+
     @staticmethod
     def online_status_enum(value: int) -> Any:
         try:
@@ -95,3 +104,7 @@ class EngineCore:
         if self.inbox is not None:
             self.inbox.close()
         self.dispatcher.stop(timeout)
+        with self._lock:
+            rooms, self.rooms = list(self.rooms.values()), {}
+        for room in rooms:
+            room._destroyed = True

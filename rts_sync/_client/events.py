@@ -35,13 +35,17 @@ class Emitter:
 
     def task(self, lane: Hashable, method: Optional[str], args: Tuple[Any, ...],
              op: Optional[Operation] = None, value: Any = None,
-             error: Optional[BaseException] = None) -> Tuple[Hashable, Task]:
-        return lane, (self._run, (method, args, op, value, error), op)
+             error: Optional[BaseException] = None,
+             handler: Optional[Callable[[], Any]] = None) -> Tuple[Hashable, Task]:
+        """A task calling ``method(*args)`` on the engine's handler (or on ``handler()``, e.g. a
+        room's), then resolving ``op`` with ``value`` or ``error``."""
+        return lane, (self._run, (method, args, op, value, error, handler), op)
 
     def _run(self, method: Optional[str], args: Tuple[Any, ...], op: Optional[Operation],
-             value: Any, error: Optional[BaseException]) -> None:
+             value: Any, error: Optional[BaseException],
+             get: Optional[Callable[[], Any]]) -> None:
         try:
-            handler = self._get_handler()
+            handler = (get or self._get_handler)()
             if method is not None and handler is not None:
                 getattr(handler, method)(*args)
         except Exception:
@@ -56,6 +60,29 @@ class Emitter:
     def peer_message(self, tasks: List[Tuple[Hashable, Task]], uid: str,
                      payload: Any) -> None:
         tasks.append((("peer", uid), (self._run_peer_message, (uid, payload), None)))
+
+    def room_message(self, tasks: List[Tuple[Hashable, Task]], room_id: str,
+                     get_handler: Callable[[], Any], uid: str, payload: Any) -> None:
+        tasks.append((("room", room_id),
+                       (self._run_room_message, (room_id, get_handler, uid, payload), None)))
+
+    def _run_room_message(self, room_id: str, get_handler: Callable[[], Any], uid: str,
+                          payload: Any) -> None:
+        binary = type(payload) is bytes
+        handler = get_handler()
+        if handler is None:
+            return  # the room was destroyed meanwhile: no more callbacks, nothing queued
+        try:
+            if binary:
+                handler.on_room_binary_message_received(uid, payload)
+            else:
+                handler.on_room_message_received(uid, payload)
+        except Exception:
+            log.exception("exception in handler on_room_%smessage_received",
+                          "binary_" if binary else "")
+        inbox = self._inbox()
+        if inbox is not None:
+            inbox.put(Message("room", uid, payload, room_id))
 
     def _run_peer_message(self, uid: str, payload: Any) -> None:
         binary = type(payload) is bytes

@@ -22,13 +22,11 @@ from ..enums import UserMessageSendResult as R
 from ..errors import (
     ClientClosed,
     ConnectionLost,
-    LoginError,
     ProtocolError,
     RemoteProtocolError,
     RequestTimeout,
     RTSError,
     TransportError,
-    error_for,
 )
 from ..protocol import (
     Acked,
@@ -40,7 +38,6 @@ from ..protocol import (
     DeliverKind,
     Notice,
     NoticeKind,
-    Op,
     Ping,
     Response,
     Result,
@@ -49,7 +46,9 @@ from ..protocol import (
 )
 from .dispatcher import Task
 from .events import CONN_LANE
+from .messaging import Login, Messaging
 from .operations import Operation, SendOperation
+from .room_ops import RoomOps, RoomState
 from .wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, WsParser, encode_frame
 
 if TYPE_CHECKING:
@@ -70,17 +69,7 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
 
-class _Login:
-    __slots__ = ("op", "t0", "token", "uid")
-
-    def __init__(self, op: Operation, token: str, uid: str, t0: float) -> None:
-        self.op, self.token, self.uid, self.t0 = op, token, uid, t0
-
-    def elapsed(self) -> int:
-        return int((time.monotonic() - self.t0) * 1000)
-
-
-class IOThread:
+class IOThread(Messaging, RoomOps):
     """Socket reads and writes, protocol state, pending operations (see the module docstring).
 
     Threading: runs on ``rts-io-<id>``; ``submit`` is the only method other threads call, apart
@@ -111,11 +100,13 @@ class IOThread:
         self.logged_in = False
         self.uid = ""
         self.state = ConnectionState.DISCONNECTED
-        self._login: Optional[_Login] = None
+        self._login: Optional[Login] = None
         self._logout_op: Optional[Operation] = None
         self._kicked = False
         self._requests: Dict[int, Tuple[float, ResponseFn, FailFn]] = {}
-        self._sends: Dict[int, Tuple[float, SendOperation, str]] = {}
+        #: seq -> (deadline, operation, room id or None for a peer message)
+        self._sends: Dict[int, Tuple[float, SendOperation, Optional[str]]] = {}
+        self.rooms: Dict[str, RoomState] = {}
 
     # ------------------------------------------------------------------ cross-thread API
     def start(self) -> None:
@@ -366,9 +357,11 @@ class IOThread:
         self.session_active = False
         self.paused = False
         self.core.supervisor.session_changed()
-        for _, op, _ in self._sends.values():
-            self._send_failed(op, R.BROKEN, "connection lost before a result: " + detail, tasks)
+        for _, op, room in self._sends.values():
+            self._send_failed(op, R.BROKEN, "connection lost before a result: " + detail, tasks,
+                              room)
         self._sends.clear()
+        self.rooms_ended(reason not in (Reason.LOGOUT, Reason.DESTROYED), tasks)
         requests, self._requests = self._requests, {}
         for _, _, on_fail in requests.values():
             on_fail(ConnectionLost("connection lost: " + detail), tasks)
@@ -385,7 +378,8 @@ class IOThread:
         closed = ClientClosed("the engine was destroyed")
         for op in [s[1] for s in self._sends.values()] + (
                 [self._login.op] if self._login else []) + (
-                [self._logout_op] if self._logout_op else []):
+                [self._logout_op] if self._logout_op else []) + [
+                st.join_op for st in self.rooms.values() if st.join_op is not None]:
             if not op.done():
                 op.set_exception(closed)
         while self._cmds:  # commands never run: their operations fail too
@@ -412,11 +406,13 @@ class IOThread:
         if t is Deliver:
             if ev.kind == DeliverKind.PEER:
                 self.core.emit.peer_message(tasks, ev.sender, ev.payload)
+            else:
+                self._on_room_deliver(ev, tasks)
         elif t is Result:
             for seq in ev.seqs:
                 entry = self._sends.pop(seq, None)
                 if entry is not None:
-                    self._send_done(entry[1], ev.code, ev.body, tasks)
+                    self._send_done(entry[1], ev.code, ev.body, entry[2], tasks)
         elif t is Acked:
             pass
         elif t is Response:
@@ -432,19 +428,13 @@ class IOThread:
                 self.logged_in = False
                 reason = ev.args[0] if ev.args and isinstance(ev.args[0], int) else 1
                 tasks.append(self.core.emit.task(CONN_LANE, "on_logout", (reason,)))
+            elif ev.kind in (NoticeKind.USER_JOINED, NoticeKind.USER_LEFT, NoticeKind.ROOM_STATE):
+                self._on_room_notice(ev, tasks)
         elif t is Welcome:
             self._on_welcome(tasks)
         elif t is Close:
             self._end_session(self._close_reason(ev.code), "server: %s" % (ev.reason or ev.code),
                               tasks)
-
-    def _on_welcome(self, tasks: Tasks) -> None:
-        if self._login is not None:
-            login = self._login
-            self._request(Op.LOGIN, [login.token, login.uid, self.core.business_id, 0],
-                          self._on_login_response,
-                          lambda err, t: self._on_login_response(
-                              LoginErrorCode.LOGIN_FAILED, {"reason": str(err)}, t))
 
     # ------------------------------------------------------------------ requests
     def _request(self, op: int, args: List[Any], on_response: ResponseFn, on_fail: FailFn) -> None:
@@ -453,84 +443,6 @@ class IOThread:
         deadline = time.monotonic() + self.core.config.request_timeout
         self._requests[rid] = (deadline, on_response, on_fail)
         self._write(data)
-
-    def login(self, op: Operation, token: str, uid: str, t0: float) -> None:
-        if self._login is not None or self.logged_in:
-            op.set_exception(LoginError("already logged in or logging in", -2))
-            return
-        self._login = _Login(op, token, uid, t0)
-        if self.conn is not None and self.conn.phase is ConnectionPhase.OPEN:
-            self._on_welcome([])
-        elif self.sock is None:
-            self._set_state(ConnectionState.CONNECTING, Reason.LOGIN)
-            self.core.supervisor.request_connect()
-
-    def _on_login_response(self, code: int, result: Any, tasks: Tasks) -> None:
-        login, self._login = self._login, None
-        if login is None:
-            return
-        if code == LoginErrorCode.SUCCESS:
-            self.logged_in, self.uid = True, login.uid
-            tasks.append(self.core.emit.task(
-                CONN_LANE, "on_login_result", (login.uid, LoginErrorCode.SUCCESS, login.elapsed()),
-                login.op, LoginErrorCode.SUCCESS))
-            return
-        reason = result.get("reason", "") if isinstance(result, dict) else ""
-        self._fail_login(login, code, reason, tasks)
-        self._close_session(CloseCode.NORMAL, "login failed", Reason.LOGOUT, tasks)
-
-    def _fail_login(self, login: _Login, code: int, detail: str, tasks: Tasks) -> None:
-        try:
-            code = LoginErrorCode(code)
-        except ValueError:
-            pass
-        err = LoginError("login of %r failed: %s" % (login.uid, detail or "code %d" % code), code)
-        tasks.append(self.core.emit.task(CONN_LANE, "on_login_result",
-                                         (login.uid, code, login.elapsed()), login.op, error=err))
-
-    def logout(self, op: Operation) -> None:
-        tasks: Tasks = []
-        if self.logged_in and self.conn is not None:
-            self.logged_in = False
-            self._logout_op = op
-
-            def done(code: int, result: Any, t: Tasks) -> None:
-                self._logout_op = None
-                t.append(self.core.emit.task(CONN_LANE, "on_logout", (0,), op, 0))
-                self._close_session(CloseCode.NORMAL, "logout", Reason.LOGOUT, t)
-
-            self._request(Op.LOGOUT, [], done, lambda err, t: done(-1, None, t))
-            return
-        if self._login is not None:  # logging in: cancel it
-            login, self._login = self._login, None
-            self._fail_login(login, LoginErrorCode.LOGIN_FAILED, "cancelled by logout", tasks)
-        tasks.append(self.core.emit.task(CONN_LANE, "on_logout", (0,), op, 0))
-        if self.sock is not None:
-            self._close_session(CloseCode.NORMAL, "logout", Reason.LOGOUT, tasks)
-        else:
-            self._set_state(ConnectionState.DISCONNECTED, Reason.LOGOUT, tasks)
-        self.core.dispatcher.submit_many(tasks)
-
-    def online_status(self, op: Operation, peer: str) -> None:
-        def ok(code: int, result: Any, tasks: Tasks) -> None:
-            if code != 0 or not isinstance(result, int):
-                fail(error_for("send", code, "online status query failed"), tasks)
-                return
-            status = self.core.online_status_enum(result)
-            tasks.append(self.core.emit.task(CONN_LANE, "on_get_peer_online_status",
-                                             (peer, status), op, status))
-
-        def fail(err: RTSError, tasks: Tasks) -> None:
-            status = self.core.online_status_enum(2)
-            tasks.append(self.core.emit.task(CONN_LANE, "on_get_peer_online_status",
-                                             (peer, status), op, error=err))
-
-        if not self.logged_in or self.conn is None:
-            tasks: Tasks = []
-            fail(error_for("send", R.NOT_LOGIN, "not logged in"), tasks)
-            self.core.dispatcher.submit_many(tasks)
-            return
-        self._request(Op.ONLINE_STATUS, [peer], ok, fail)
 
     def send_ping(self) -> None:
         if self.conn is not None and self.conn.phase is ConnectionPhase.OPEN:
@@ -543,30 +455,3 @@ class IOThread:
                                 tasks)
             self.core.dispatcher.submit_many(tasks)
 
-    # ------------------------------------------------------------------ messages
-    def send(self, op: SendOperation, kind: int, target: str, config: int, payload: Any) -> None:
-        if not self.logged_in or self.conn is None:
-            tasks: Tasks = []
-            self._send_failed(op, R.NOT_LOGIN, "not logged in", tasks)
-            self.core.dispatcher.submit_many(tasks)
-            return
-        seq, data = self.conn.send(kind, target, config, payload, reliable=config == 0)
-        self._sends[seq] = (time.monotonic() + self.core.config.send_timeout, op, target)
-        self._write(data)
-
-    def _send_done(self, op: SendOperation, code: int, body: Optional[bytes], tasks: Tasks) -> None:
-        if code == 0:
-            tasks.append(self.core.emit.task(CONN_LANE, "on_message_send_result",
-                                             (op.msg_id, R.SUCCESS), op, R.SUCCESS))
-        else:
-            self._send_failed(op, code, "", tasks)
-
-    def _send_failed(self, op: SendOperation, code: int, detail: str, tasks: Tasks) -> None:
-        try:
-            code = R(code)
-        except ValueError:
-            pass
-        err = error_for("send", code, "message %d failed: %s" % (op.msg_id, detail or
-                                                                   getattr(code, "name", str(code))))
-        tasks.append(self.core.emit.task(CONN_LANE, "on_message_send_result",
-                                         (op.msg_id, code), op, error=err))

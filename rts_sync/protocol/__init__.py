@@ -27,6 +27,7 @@ from .frames import (
     Welcome,
     decode,
     encode,
+    encode_deliver_tail,
 )
 from .limits import (
     FRAME_OVERHEAD,
@@ -76,6 +77,7 @@ __all__ = [
     "decode",
     "default_max_frame",
     "encode",
+    "encode_deliver_tail",
     "is_valid_id",
     "negotiate",
     "payload_size",

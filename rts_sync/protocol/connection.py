@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
+import cbor2
+
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import frames as fr
 from .limits import SUPPORTED_VERSIONS, CloseCode, default_max_frame
@@ -220,6 +222,20 @@ class Connection:
             return 0, self._out(fr.Deliver, 0, int(kind), sender, room, payload)
         seq = self.out_seq + 1
         data = self._out(fr.Deliver, seq, int(kind), sender, room, payload)
+        self.out_seq = seq
+        self._unacked.append((seq, data, tag))
+        return seq, data
+
+    def deliver_tail(self, tail: bytes, tag: Any = None) -> Tuple[int, bytes]:
+        """A reliable DELIVER from fields encoded once by ``frames.encode_deliver_tail`` (room
+        fan-out): only this receiver's seq is encoded here. Returns (seq, bytes)."""
+        if self.phase is ConnectionPhase.CLOSED:
+            raise LocalProtocolError("connection is closed", CloseCode.PROTOCOL_ERROR)
+        seq = self.out_seq + 1
+        data = fr.DELIVER_HEAD + cbor2.dumps(seq) + tail
+        if len(data) > self.max_frame:
+            raise LocalProtocolError("frame of %d bytes exceeds the limit of %d"
+                                     % (len(data), self.max_frame), CloseCode.FRAME_TOO_LARGE)
         self.out_seq = seq
         self._unacked.append((seq, data, tag))
         return seq, data

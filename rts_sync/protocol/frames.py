@@ -44,6 +44,7 @@ __all__ = [
     "Welcome",
     "decode",
     "encode",
+    "encode_deliver_tail",
 ]
 
 Payload = Union[str, bytes]
@@ -338,6 +339,21 @@ def encode(ev: Event) -> bytes:
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
         raise LocalProtocolError("cannot encode %s: %s" % (type(ev).__name__, exc),
                                  CloseCode.PROTOCOL_ERROR) from exc
+
+
+def encode_deliver_tail(kind: int, sender: str, room: Optional[str], payload: Payload) -> bytes:
+    """The CBOR of a DELIVER's fields after its seq, encoded once for a fan-out to many members.
+
+    ``Connection.deliver_tail`` prefixes it with each receiver's own array header, type and seq;
+    the result is byte-identical to ``encode(Deliver(seq, kind, sender, room, payload))``.
+    Raises FrameError for invalid fields.
+    """
+    Deliver(0, kind, sender, room, payload)  # validates the fields
+    return b"".join(cbor2.dumps(x) for x in (int(kind), sender, room, payload))
+
+
+#: CBOR head of a 6-element array followed by the DELIVER type (``encode_deliver_tail``).
+DELIVER_HEAD = b"\x86" + cbor2.dumps(int(FrameType.DELIVER))
 
 
 def _tuple(v: object, what: str) -> Tuple[Any, ...]:

@@ -46,7 +46,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    text = hub.metrics.render(len(hub.connections), hub.sessions_per_app())
+    text = hub.metrics.render(len(hub.connections), hub.sessions_per_app(), hub.rooms_per_app())
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 

@@ -60,6 +60,14 @@ class Limits:
     room_qps: float = 0.0
     #: Messages to the app server per second per session; 0 = off. Recommended (reference §7): 20.
     server_qps: float = 0.0
+    #: Room messages per second per room, all senders together; 0 = off. Recommended (the
+    #: cloud quota of reference §7): 100 (80 in rooms of 500 or more users).
+    room_total_qps: float = 0.0
+    #: Above this many members a room stops per-user join/leave notices and warns every member
+    #: once with ROOM_STATE -2013 (reference §3.6).
+    room_notify_limit: int = 500
+    #: Rooms one session may be in at once; further joins fail with -1001.
+    max_rooms_per_session: int = 1000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

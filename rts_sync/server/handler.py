@@ -16,7 +16,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .. import protocol as p
 from .._version import __version__
-from ..enums import LoginErrorCode, UserMessageSendResult
+from ..enums import LoginErrorCode, RoomMessageSendResult, UserMessageSendResult
 from ..errors import RemoteProtocolError
 from .hub import Hub
 from .session import CLOSE_TIMEOUT, Session, TokenBucket
@@ -26,8 +26,9 @@ __all__ = ["ConnectionHandler", "serve_connection"]
 log = logging.getLogger(__name__)
 
 _cids = itertools.count(1)
-_NOT_SUPPORTED = (p.Op.JOIN_ROOM, p.Op.LEAVE_ROOM, p.Op.SET_SERVER_PARAMS)
-_ARITY: Dict[int, int] = {p.Op.LOGIN: 4, p.Op.LOGOUT: 0, p.Op.ONLINE_STATUS: 1}
+_NOT_SUPPORTED = (p.Op.SET_SERVER_PARAMS,)
+_ARITY: Dict[int, int] = {p.Op.LOGIN: 4, p.Op.LOGOUT: 0, p.Op.ONLINE_STATUS: 1,
+                          p.Op.JOIN_ROOM: 2, p.Op.LEAVE_ROOM: 1}
 
 
 class _RtsWebSocket(web.WebSocketResponse):
@@ -208,6 +209,11 @@ class ConnectionHandler:
         elif op == p.Op.LOGOUT:
             self.hub.logout(s)
             code, close_after = 0, True
+        elif op == p.Op.JOIN_ROOM:
+            join_type = ev.args[1] if ev.args[1] in (0, 1) else 0
+            code, result = await self.hub.apps[s.app_id or ""].rooms.join(s, ev.args[0], join_type)
+        elif op == p.Op.LEAVE_ROOM:
+            code = await self.hub.apps[s.app_id or ""].rooms.leave(s, ev.args[0])
         else:  # ONLINE_STATUS
             code, result = 0, int(self.hub.online_status(s, ev.args[0]))
         await s.enqueue(s.conn.respond(ev.rid, code, result))
@@ -227,13 +233,22 @@ class ConnectionHandler:
         elif not self._allow(ev.kind):
             code = UserMessageSendResult.EXCEED_QPS
         elif ev.kind == p.TargetKind.ROOM:
-            code = UserMessageSendResult.NOT_JOIN
+            code = await self._on_room_send(ev)
         elif ev.kind == p.TargetKind.SERVER:
             code = UserMessageSendResult.SERVER_PARAMS_NOT_SET
         else:
             code = await self.hub.send_peer(s, ev.seq, ev.target, ev.config, ev.payload)
         if code is not None:
             s.post_result(code, ev.seq)
+
+    async def _on_room_send(self, ev: p.Send) -> int:
+        s = self.session
+        if ev.target not in s.rooms:
+            return RoomMessageSendResult.NOT_JOIN
+        rooms = self.hub.apps[s.app_id or ""].rooms
+        if not rooms.allow(ev.target, asyncio.get_running_loop().time()):
+            return RoomMessageSendResult.EXCEED_QPS
+        return await rooms.broadcast(s, s.uid or "", ev.target, ev.payload)
 
     def _allow(self, kind: int) -> bool:
         """The per-session token bucket of this kind of message, when its qps limit is set."""

@@ -13,12 +13,20 @@ from collections import Counter
 from typing import Any, Dict, Optional, Set, Tuple
 
 from .. import protocol as p
-from ..enums import LoginErrorCode, LogoutReason, MessageConfig, UserMessageSendResult, UserOnlineStatus
+from ..enums import (
+    LoginErrorCode,
+    LogoutReason,
+    MessageConfig,
+    UserMessageSendResult,
+    UserOfflineReason,
+    UserOnlineStatus,
+)
 from ..errors import LocalProtocolError
 from ..token import TokenError
 from ..token import parse as parse_token
 from .config import ServerConfig
 from .metrics import Metrics
+from .rooms import Rooms
 from .session import Pending, Session
 
 __all__ = ["AppState", "Hub"]
@@ -32,10 +40,11 @@ class AppState:
     Threading: not thread-safe; owned by the server's event loop.
     """
 
-    def __init__(self, app_id: str, app_key: str) -> None:
+    def __init__(self, app_id: str, app_key: str, rooms: Rooms) -> None:
         self.app_id = app_id
         self.app_key = app_key
         self.sessions: Dict[str, Session] = {}
+        self.rooms = rooms
 
 
 class Hub:
@@ -48,7 +57,8 @@ class Hub:
         self.config = config
         self.limits = config.limits
         self.metrics = Metrics()
-        self.apps: Dict[str, AppState] = {k: AppState(k, v) for k, v in config.apps.items()}
+        self.apps: Dict[str, AppState] = {
+            k: AppState(k, v, Rooms(k, self.limits, self.metrics)) for k, v in config.apps.items()}
         self.connections: Set[Session] = set()
         self._per_ip: Counter[str] = Counter()
 
@@ -67,7 +77,10 @@ class Hub:
                 del self._per_ip[session.peer_ip]
 
     def on_session_closed(self, session: Session) -> None:
-        """A connection started closing: it is no longer reachable as its uid."""
+        """A connection started closing: it is no longer reachable as its uid, nor in rooms."""
+        app = self.apps.get(session.app_id or "")
+        if app is not None and session.rooms:
+            app.rooms.leave_all(session, UserOfflineReason.DROPPED)
         self._unregister(session)
 
     def _unregister(self, session: Session) -> None:
@@ -81,6 +94,10 @@ class Hub:
         """The numbers of ``/healthz``."""
         return {"status": "ok", "sessions": sum(len(a.sessions) for a in self.apps.values()),
                 "connections": len(self.connections)}
+
+    def rooms_per_app(self) -> Dict[str, Tuple[int, int]]:
+        """(rooms, memberships) of each app."""
+        return {app_id: (len(app.rooms.rooms), app.rooms.members) for app_id, app in self.apps.items()}
 
     def sessions_per_app(self) -> Dict[str, int]:
         return {app_id: len(app.sessions) for app_id, app in self.apps.items()}
@@ -111,6 +128,7 @@ class Hub:
             log.info("uid %s of %s logged in again (connection %d): kicking connection %d",
                      uid, app.app_id, session.cid, old.cid)
             if not old.closing:
+                app.rooms.leave_all(old, UserOfflineReason.DROPPED, kicked=True)
                 try:
                     _, frame = old.conn.notice(p.NoticeKind.KICKED, [LogoutReason.DUPLICATE_LOGIN])
                     old.push(frame)
@@ -153,6 +171,9 @@ class Hub:
 
     def logout(self, session: Session) -> None:
         log.info("connection %d: %s logged out of %s", session.cid, session.uid, session.app_id)
+        app = self.apps.get(session.app_id or "")
+        if app is not None:
+            app.rooms.leave_all(session, UserOfflineReason.QUIT)
         self._unregister(session)
         session.uid = None
 

@@ -24,8 +24,10 @@ class Metrics:
         self.slow_consumer_disconnects = 0
         self.messages: Counter[str] = Counter()
         self.logins: Counter[str] = Counter()
+        self.room_deliveries = 0
 
-    def render(self, connections: int, sessions: Mapping[str, int]) -> str:
+    def render(self, connections: int, sessions: Mapping[str, int],
+               rooms: Mapping[str, Tuple[int, int]]) -> str:
         """The Prometheus text exposition (format 0.0.4) of every metric."""
         out: List[str] = []
 
@@ -44,6 +46,12 @@ class Metrics:
         kinds.setdefault("peer", 0)
         metric("rts_messages_total", "counter", "Messages accepted for delivery, by kind.",
                [({"kind": k}, n) for k, n in sorted(kinds.items())])
+        metric("rts_rooms", "gauge", "Rooms with at least one member, per app.",
+               [({"app": app}, n) for app, (n, _) in sorted(rooms.items())])
+        metric("rts_room_members", "gauge", "Room memberships, per app.",
+               [({"app": app}, m) for app, (_, m) in sorted(rooms.items())])
+        metric("rts_room_deliveries_total", "counter", "Room messages written to members.",
+               [({}, self.room_deliveries)])
         metric("rts_frames_in_total", "counter", "Frames received from clients.",
                [({}, self.frames_in)])
         metric("rts_protocol_errors_total", "counter",

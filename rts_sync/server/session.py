@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from aiohttp import web
 
@@ -107,6 +107,8 @@ class Session:
         self.session_id: Optional[str] = None
         self.business_id: Optional[str] = None
         self.buckets: Dict[int, TokenBucket] = {}
+        #: Ids of the rooms this session is in (the app's Rooms keeps the members).
+        self.rooms: Set[str] = set()
         self.close_code: Optional[int] = None
         self.close_reason = ""
         self._on_close = on_close

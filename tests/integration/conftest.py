@@ -67,6 +67,9 @@ class Recorder(rts_sync.RTSEventHandler):
     def on_message_send_result(self, msgid: int, error: int) -> None:
         self._add("result", msgid, error)
 
+    def on_create_room_state_changed(self, room_id: str, error_code: int) -> None:
+        self._add("create", room_id, error_code)
+
 
 def token(uid: str, app_id: str = APP_ID, app_key: str = APP_KEY, lifetime: int = 3600) -> str:
     return mint_login_token(app_id, app_key, uid, lifetime)
@@ -148,3 +151,61 @@ def login(make: Callable[..., Tuple[rts_sync.RTS, Recorder]], uid: str,
                            OTHER_APP_KEY if kw.get("app_id") == OTHER_APP_ID else APP_KEY),
                      uid).result(WAIT) == 0
     return rts, rec
+
+
+class RoomRecorder(rts_sync.RTSRoomEventHandler):
+    """Records every room callback as (name, args); waits are Condition waits."""
+
+    def __init__(self) -> None:
+        self.events: List[Tuple[str, Tuple[Any, ...]]] = []
+        self.cond = threading.Condition()
+
+    def _add(self, name: str, *args: Any) -> None:
+        with self.cond:
+            self.events.append((name, args))
+            self.cond.notify_all()
+
+    def of(self, name: str) -> List[Tuple[Any, ...]]:
+        with self.cond:
+            return [a for n, a in self.events if n == name]
+
+    def wait_for(self, pred: Callable[[], Any], timeout: float = WAIT) -> Any:
+        with self.cond:
+            result = self.cond.wait_for(pred, timeout)
+        assert result, "timed out waiting; events: %r" % (self.events[-20:],)
+        return result
+
+    def wait_count(self, name: str, n: int, timeout: float = WAIT) -> List[Tuple[Any, ...]]:
+        self.wait_for(lambda: len([1 for e in self.events if e[0] == name]) >= n, timeout)
+        return self.of(name)
+
+    def on_room_state_changed(self, room_id: str, uid: str, state: int, extra_info: str) -> None:
+        self._add("state", room_id, uid, state, extra_info)
+
+    def on_leave_room(self) -> None:
+        self._add("left")
+
+    def on_user_joined(self, uid: str, elapsed: int) -> None:
+        self._add("joined", uid, elapsed)
+
+    def on_user_leave(self, uid: str, reason: int) -> None:
+        self._add("leave", uid, reason)
+
+    def on_room_message_received(self, uid: str, message: str) -> None:
+        self._add("msg", uid, message)
+
+    def on_room_binary_message_received(self, uid: str, message: bytes) -> None:
+        self._add("bin", uid, message)
+
+    def on_room_message_send_result(self, msgid: int, error: int) -> None:
+        self._add("result", msgid, error)
+
+
+def metric(server: Any, name: str) -> float:
+    """The sum of a metric's samples on the server's /metrics page."""
+    import urllib.request
+
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=WAIT) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))

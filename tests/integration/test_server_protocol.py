@@ -314,9 +314,9 @@ def test_online_status(server: ServerHandle) -> None:
     assert alice.request(Op.ONLINE_STATUS, "not a valid id!").result == 0
 
 
-def test_unbuilt_features(server: ServerHandle) -> None:
+def test_unbuilt_features_and_room_send_before_join(server: ServerHandle) -> None:
     alice = logged_in(server, "alice")
-    resp = alice.request(Op.JOIN_ROOM, "room1")
+    resp = alice.request(Op.SET_SERVER_PARAMS, "sig", "http://127.0.0.1:1/")
     assert resp.code == 1000 and resp.result == {"reason": "not supported yet"}
     room_seq = alice.send("room1", "hi", kind=TargetKind.ROOM)
     assert alice.expect(p.Result) == p.Result(100, (room_seq,))

@@ -19,7 +19,7 @@ EXPECTED = [
     "LoginType", "LogoutError", "LogoutReason", "Message", "MessageConfig",
     "MessageTooLargeError", "NetworkType", "NoReceiverError", "NotJoinedError",
     "NotLoggedInError", "Operation", "ProtocolError", "ProxyError", "RTS", "RTSError",
-    "RTSEventHandler", "RTSRoomEventHandler", "RemoteProtocolError", "RequestTimeout",
+    "RTSEventHandler", "RTSRoom", "RTSRoomEventHandler", "RemoteProtocolError", "RequestTimeout",
     "ReturnStatus", "RoomError", "RoomErrorCode", "RoomMessageSendResult", "RoomWarningCode",
     "SendError", "SendOperation", "SendTimeoutError", "ServerParamsNotSetError", "SysStats",
     "TransportError", "UserMessageSendResult", "UserOfflineReason", "UserOnlineStatus",
