@@ -18,6 +18,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Type,
 from ._client.core import EngineCore
 from ._client.events import CONN_LANE
 from ._client.operations import Operation, SendOperation
+from ._client.proxy import normalize_proxies
+from ._client.server_messages import send_server_message, set_server_params
 from ._client.transport import parse_server_url
 from ._version import __version__
 from .enums import MessageConfig, RoomErrorCode
@@ -26,7 +28,7 @@ from .errors import InvalidArgumentError, InvalidStateError, RoomError, error_fo
 from .handlers import RTSEventHandler
 from .protocol import MAX_PAYLOAD, TargetKind, is_valid_id, payload_size
 from .room import RTSRoom
-from .types import Message
+from .types import LocalProxyConfiguration, Message
 
 __all__ = ["DEFAULT_SERVER_URL", "RTS", "create_rts", "destroy_rts", "get_sdk_version"]
 
@@ -142,6 +144,7 @@ class RTS:
         core = self._core
         core.check_alive()
         core.config = core.config.with_parameters(params, core.warned_params)
+        core.supervisor.wake()  # a new stats_interval applies at once
 
     def set_business_id(self, business_id: str) -> int:
         """Set the business id tag (letters, digits, ``.-_@``, at most 128); sent at login."""
@@ -150,7 +153,35 @@ class RTS:
         _check_str("business_id", business_id)
         if business_id and not is_valid_id(business_id):
             raise InvalidArgumentError("invalid business id %r" % business_id, -6002)
+        if core.rooms_joined():
+            raise InvalidStateError("set_business_id must come before joining a room", -6001)
         core.business_id = business_id or None
+        return 0
+
+    def set_local_proxy(self, configurations: Sequence[LocalProxyConfiguration]) -> int:
+        """Connect through local proxies from the next connection attempt; ``[]`` clears them.
+
+        At most one configuration per :class:`~rts_sync.enums.LocalProxyType`; with both, the
+        signaling connection uses SOCKS5 (the seed's rule). Each attempt fires
+        ``on_local_proxy_state_changed(type, state, error)``: INITED (TCP to the proxy is up),
+        CONNECTED (tunnel open) or ERROR with a LocalProxyError, and a failing proxy fails the
+        login with -1001 (state DISCONNECTED, reason PROXY_ERROR). Raises TypeError for a wrong
+        type, InvalidArgumentError (-2) for two of one type or a username without password.
+        """
+        core = self._core
+        core.check_alive()
+        core.env.proxies = normalize_proxies(configurations)
+        return 0
+
+    def set_cellular_enhancement(self, enable: bool) -> int:
+        """Off by default. When on and a cellular interface exists, a connection attempt whose
+        primary path fails is tried again bound to that interface (``SO_BINDTODEVICE`` as root on
+        Linux, else bound to the interface's address)."""
+        core = self._core
+        core.check_alive()
+        if not isinstance(enable, bool):
+            raise TypeError("enable must be a bool, not %s" % type(enable).__name__)
+        core.env.cellular_enhancement = enable
         return 0
 
     # ------------------------------------------------------------------ login
@@ -183,19 +214,16 @@ class RTS:
         return op
 
     def update_login_token(self, token: str) -> int:
-        """Replace the token used for the next (re-)login."""
+        """Replace the token used for the next (re-)login. If logging in again after a
+        reconnect was refused with INVALID_TOKEN (-1000), the engine logs in again by itself
+        with this token (the seed's behaviour)."""
         core = self._core
         core.check_alive()
         _check_str("token", token)
         if not token:
             raise InvalidArgumentError("token must not be empty", -1)
-        core.io.submit(self._set_token, token)
+        core.io.submit(core.io.update_token, token)
         return 0
-
-    def _set_token(self, token: str) -> None:
-        login = self._core.io._login
-        if login is not None:
-            login.token = token
 
     def get_peer_online_status(self, peer_user_id: str) -> Operation:
         """Ask whether a user is logged in; result and ``on_get_peer_online_status`` carry a
@@ -273,6 +301,38 @@ class RTS:
         err = error_for("send", code, "message %d failed: %s" % (op.msg_id, code.name))
         core.dispatcher.submit_many([core.emit.task(
             CONN_LANE, "on_message_send_result", (op.msg_id, code), op, error=err)])
+
+    # ------------------------------------------------------------------ application server
+    def set_server_params(self, signature: str, url: str) -> Operation:
+        """Name the application server that ``send_server_message`` reaches: the server POSTs
+        each message to ``url`` with ``signature`` in the body (docs/protocol.md, "Application
+        servers"). Result 200 and ``on_server_params_set_result(200)``; a failure fires the
+        callback with its code and fails the operation.
+
+        Raises InvalidArgumentError (-2) for an empty signature or a url that is not http(s)
+        with a host, InvalidStateError (-3) when not logged in. The params last accepted are
+        applied again after an automatic re-login; a ``logout`` forgets them.
+        """
+        return set_server_params(self._core, signature, url)
+
+    def send_server_message(self, message: str) -> SendOperation:
+        """Send text to the application server; ``.msg_id`` shares one sequence with peer
+        messages. ``result()`` is the application server's response body (bytes), also given to
+        ``on_server_message_send_result(msgid, 0, body)``. Failures (the callback then gets
+        ``b""``): 18 non-200 answer, 17 no answer in time, 105 not logged in, 106 params not
+        set, 103 over 65,536 bytes, 5 over the server's ``server_qps``.
+        """
+        _check_str("message", message)
+        return send_server_message(self._core, message)
+
+    def send_server_binary_message(self, message: bytes) -> SendOperation:
+        """Send bytes to the application server (base64 in the POST); otherwise as
+        :meth:`send_server_message`."""
+        if isinstance(message, (bytearray, memoryview)):
+            message = bytes(message)
+        if not isinstance(message, bytes):
+            raise TypeError("message must be bytes, not %s" % type(message).__name__)
+        return send_server_message(self._core, message)
 
     # ------------------------------------------------------------------ rooms
     def create_room(self, room_id: str) -> RTSRoom:

@@ -37,7 +37,8 @@ class RTSEventHandler:
     """
 
     def on_sys_stats(self, stats: SysStats) -> None:
-        """CPU and memory statistics of this process and system, every 2 s.
+        """CPU and memory statistics of this process and system, every 2 s (the runtime
+        parameter ``stats_interval``), for as long as the engine exists.
 
         Args:
             stats: :class:`~rts_sync.types.SysStats` (usages as fractions 0..1, memory in
@@ -49,7 +50,8 @@ class RTSEventHandler:
         """
 
     def on_network_type_changed(self, type: int) -> None:
-        """The type of the local network changed.
+        """The type of the local network: once when the engine starts, then on every change
+        (checked every ``stats_interval`` while logged in or connecting).
 
         Args:
             type: :class:`~rts_sync.enums.NetworkType` (-1 unknown, 0 disconnected, 1 LAN,
@@ -190,7 +192,9 @@ class RTSEventHandler:
         """
 
     def on_local_proxy_state_changed(self, type: int, state: int, error: int) -> None:
-        """The state of a local proxy set with ``set_local_proxy`` changed.
+        """The state of a local proxy set with ``set_local_proxy`` changed, at each
+        connection attempt through it: INITED (TCP to the proxy is up), then CONNECTED (the
+        tunnel is open) or ERROR.
 
         Args:
             type: :class:`~rts_sync.enums.LocalProxyType` (1 SOCKS5, 2 HTTP tunnel).

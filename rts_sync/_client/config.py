@@ -33,10 +33,22 @@ PARAMETER_DOCS: Dict[str, str] = {
                    "(default 100000)",
     "callback_queue_size": "most callbacks waiting for the dispatcher; past it the I/O thread "
                            "stops reading until it drains (default 10000)",
-    "dispatcher_threads": "callback threads of this engine; events for one peer or room stay "
-                          "in order (default 1)",
+    "dispatcher_threads": "most callback threads of this engine: one runs while that is "
+                          "enough, more start while every one is busy (a slow callback stalls "
+                          "only its own peer's or room's events) and end after 30 s idle; "
+                          "events for one peer or room stay in order (default 4)",
     "message_queue_size": "size of the pull-style queue behind RTS.messages(); 0 turns it off "
                           "(default 0)",
+    "reconnect_backoff_base": "seconds: the first reconnect waits up to this long, each later "
+                              "one up to twice the previous (full jitter) (default 0.2)",
+    "reconnect_backoff_cap": "seconds: the longest wait between reconnect attempts (default 10)",
+    "lost_after": "seconds of reconnecting after which the state becomes LOST (the SDK keeps "
+                  "trying) (default 10)",
+    "stable_after": "seconds a connection must last before the backoff starts again from the "
+                    "first step (default 10)",
+    "stats_interval": "seconds between on_sys_stats callbacks, which are also the ticks at "
+                      "which the network type is checked while logged in or connecting "
+                      "(default 2.0, at least 0.1)",
 }
 
 
@@ -54,8 +66,13 @@ class RuntimeConfig:
     send_timeout: float = 15.0
     outbox_size: int = 100000
     callback_queue_size: int = 10000
-    dispatcher_threads: int = 1
+    dispatcher_threads: int = 4
     message_queue_size: int = 0
+    stats_interval: float = 2.0
+    reconnect_backoff_base: float = 0.2
+    reconnect_backoff_cap: float = 10.0
+    lost_after: float = 10.0
+    stable_after: float = 10.0
 
     def with_parameters(self, params: Optional[Mapping[str, Any]],
                         warned: Optional[Set[str]] = None) -> RuntimeConfig:
@@ -86,6 +103,8 @@ class RuntimeConfig:
                 % (self.heartbeat_timeout, self.heartbeat_interval))
         if self.dispatcher_threads > 64:
             raise InvalidArgumentError("dispatcher_threads must be at most 64")
+        if self.stats_interval < 0.1:
+            raise InvalidArgumentError("stats_interval must be at least 0.1 s")
 
 
 def _coerce(key: str, value: Any, integral: bool) -> Any:

@@ -17,6 +17,7 @@ from ..enums import UserOnlineStatus
 from ..errors import ClientClosed
 from .config import RuntimeConfig
 from .dispatcher import Dispatcher
+from .environment import Environment
 from .events import Emitter
 from .io_thread import IOThread
 from .operations import Inbox
@@ -61,10 +62,12 @@ class EngineCore:
                                      self.config.callback_queue_size,
                                      on_drained=lambda: self.io.submit(self.io.resume_reading))
         self.io = IOThread(self, name)
+        #: Proxies, cellular path, network type and sys stats (driven by the supervisor).
+        self.env = Environment.for_engine(self)
         self.supervisor = Supervisor(
             name, self.io, lambda: self.urls,
             lambda: HeartbeatPolicy(self.config.heartbeat_interval, self.config.heartbeat_timeout),
-            lambda: self.config.connect_timeout)
+            lambda: self.config.connect_timeout, env=self.env, config=lambda: self.config)
         self.dispatcher.start()
         self.io.start()
         self.supervisor.start()

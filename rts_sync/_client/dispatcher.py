@@ -31,13 +31,21 @@ _BATCH = 64  # tasks a worker runs from one lane before letting other lanes have
 class Dispatcher:
     """Ordered-lane worker pool (see the module docstring).
 
+    It runs one worker while that is enough and adds workers, up to ``workers``, only while a
+    lane is ready and every worker is busy (a slow callback then stalls only its own lane); an
+    extra worker that stays idle for ``idle_timeout`` seconds ends, so an idle engine keeps one.
+
     Threading: ``submit``/``submit_many`` may be called from any thread; workers are named
     ``rts-cb-<name>-<n>``.
     """
 
     def __init__(self, name: str, workers: int, capacity: int,
-                 on_drained: Optional[Callable[[], None]] = None) -> None:
+                 on_drained: Optional[Callable[[], None]] = None,
+                 idle_timeout: float = 30.0) -> None:
         self.capacity = capacity
+        self.max_workers = max(1, workers)
+        self.idle_timeout = idle_timeout
+        self._name = name
         self._low_water = capacity // 2
         self._on_drained = on_drained
         self._cond = threading.Condition(threading.Lock())
@@ -46,16 +54,24 @@ class Dispatcher:
         self._pending = 0
         self._stopping = False
         self._was_saturated = False
-        self._threads = [
-            threading.Thread(target=self._run, name="rts-cb-%s-%d" % (name, i), daemon=True)
-            for i in range(workers)
-        ]
+        self._threads: Dict[int, threading.Thread] = {}  # ident -> worker
+        self._idle = 0
+        self._started = 0
         self.thread_ids: frozenset[int] = frozenset()
 
     def start(self) -> None:
-        for t in self._threads:
-            t.start()
-        self.thread_ids = frozenset(t.ident for t in self._threads if t.ident is not None)
+        with self._cond:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        # Called with self._cond held.
+        t = threading.Thread(target=self._run, name="rts-cb-%s-%d" % (self._name, self._started),
+                             daemon=True)
+        self._started += 1
+        t.start()
+        assert t.ident is not None
+        self._threads[t.ident] = t
+        self.thread_ids = frozenset(self._threads)
 
     @property
     def saturated(self) -> bool:
@@ -64,6 +80,11 @@ class Dispatcher:
             self._was_saturated = True
             return True
         return False
+
+    @property
+    def workers(self) -> int:
+        """Worker threads alive now."""
+        return len(self._threads)
 
     def in_worker(self) -> bool:
         """True when called from one of this dispatcher's worker threads."""
@@ -94,14 +115,25 @@ class Dispatcher:
                 self._ready.append(lane)
             q.append(task)
         self._pending += len(items)
-        self._cond.notify()
+        if self._idle:
+            self._cond.notify()
+        elif self._ready and len(self._threads) < self.max_workers:
+            self._spawn()  # every worker is busy (perhaps in a slow callback) and a lane waits
 
     def _run(self) -> None:
         cond = self._cond
+        me = threading.get_ident()
         while True:
             with cond:
                 while not self._ready and not self._stopping:
-                    cond.wait()
+                    self._idle += 1
+                    timed_out = not cond.wait(self.idle_timeout if len(self._threads) > 1
+                                              else None)
+                    self._idle -= 1
+                    if timed_out and not self._ready and len(self._threads) > 1:
+                        del self._threads[me]  # an extra worker idle for long: end it
+                        self.thread_ids = frozenset(self._threads)
+                        return
                 if self._stopping:
                     return
                 lane = self._ready.popleft()
@@ -118,7 +150,8 @@ class Dispatcher:
                     return  # stop() already dropped and failed everything queued
                 if q:
                     self._ready.append(lane)
-                    cond.notify()
+                    if self._idle:
+                        cond.notify()
                 else:
                     del self._lanes[lane]
                 self._pending -= len(batch)
@@ -140,10 +173,11 @@ class Dispatcher:
             self._ready.clear()
             self._pending = 0
             self._cond.notify_all()
+            threads = list(self._threads.values())
         self._fail_ops(dropped)
         me = threading.current_thread()
-        for t in self._threads:
-            if t is not me and t.ident is not None:
+        for t in threads:
+            if t is not me:
                 t.join(timeout)
                 if t.is_alive():
                     log.warning("callback thread %s did not stop within %gs (a callback is "

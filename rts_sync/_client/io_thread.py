@@ -23,6 +23,7 @@ from ..errors import (
     ClientClosed,
     ConnectionLost,
     ProtocolError,
+    ProxyError,
     RemoteProtocolError,
     RequestTimeout,
     RTSError,
@@ -48,6 +49,7 @@ from .dispatcher import Task
 from .events import CONN_LANE
 from .messaging import Login, Messaging
 from .operations import Operation, SendOperation
+from .reconnect import Reconnect
 from .room_ops import RoomOps, RoomState
 from .wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, WsParser, encode_frame
 
@@ -69,7 +71,7 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
 
-class IOThread(Messaging, RoomOps):
+class IOThread(Messaging, RoomOps, Reconnect):
     """Socket reads and writes, protocol state, pending operations (see the module docstring).
 
     Threading: runs on ``rts-io-<id>``; ``submit`` is the only method other threads call, apart
@@ -107,6 +109,7 @@ class IOThread(Messaging, RoomOps):
         #: seq -> (deadline, operation, room id or None for a peer message)
         self._sends: Dict[int, Tuple[float, SendOperation, Optional[str]]] = {}
         self.rooms: Dict[str, RoomState] = {}
+        self._init_reconnect()
 
     # ------------------------------------------------------------------ cross-thread API
     def start(self) -> None:
@@ -299,24 +302,30 @@ class IOThread(Messaging, RoomOps):
     # ------------------------------------------------------------------ sessions
     def attach(self, sock: socket.socket, url: str) -> None:
         """The supervisor connected ``sock`` (handshake done): start a protocol session."""
-        if self._stopping or self._login is None or self.sock is not None:
+        if self._stopping or self.sock is not None or (
+                self._login is None and not self.reconnect_wanted):
             sock.close()  # nobody wants it any more (logout or destroy came first)
             return
         sock.setblocking(False)
         self.sock, self._url = sock, url
-        self.conn = Connection(Role.CLIENT)
+        self.conn, session_id = self._hello_for(lambda: Connection(Role.CLIENT))
         self._parser = WsParser(self.conn.max_frame)
         self._out.clear()
         self._interest = 0
         self.paused = False
         self.last_rx = time.monotonic()
         self._kicked = False
-        self._write(self.conn.hello(self.core.app_id, self.core.sdk_version))
+        self._write(self.conn.hello(self.core.app_id, self.core.sdk_version,
+                                    session_id=session_id))
         self.session_active = True
         self.core.supervisor.session_changed()
-        self._set_state(ConnectionState.CONNECTED, Reason.CONNECT_SUCCESS)
+        if not self.reconnecting:
+            self._set_state(ConnectionState.CONNECTED, Reason.CONNECT_SUCCESS)
 
     def connect_failed(self, exc: TransportError) -> None:
+        if self.reconnecting:
+            self.reconnect_failed(str(exc))
+            return
         login = self._login
         if login is None:
             return
@@ -324,7 +333,8 @@ class IOThread(Messaging, RoomOps):
         tasks: Tasks = []
         self._fail_login(login, LoginErrorCode.LOGIN_FAILED, "cannot connect: %s" % exc, tasks)
         self.core.dispatcher.submit_many(tasks)
-        self._set_state(ConnectionState.DISCONNECTED, Reason.CONNECT_FAILED)
+        self._set_state(ConnectionState.DISCONNECTED,
+                        Reason.PROXY_ERROR if isinstance(exc, ProxyError) else Reason.CONNECT_FAILED)
 
     def _lost(self, reason: Reason, detail: str) -> None:
         tasks: Tasks = []
@@ -352,11 +362,16 @@ class IOThread(Messaging, RoomOps):
             self._sel.unregister(self.sock)
         self._interest = 0
         self.sock.close()
+        conn = self.conn
         self.sock = self.conn = self._parser = None
         self._out.clear()
         self.session_active = False
         self.paused = False
         self.core.supervisor.session_changed()
+        if self._keep_for_resume(conn, reason, detail, tasks):
+            return
+        self.reconnecting = False
+        self.reconnect_wanted = False
         for _, op, room in self._sends.values():
             self._send_failed(op, R.BROKEN, "connection lost before a result: " + detail, tasks,
                               room)
@@ -373,9 +388,15 @@ class IOThread(Messaging, RoomOps):
 
     def _shutdown(self) -> None:
         """Destroy: close politely, fail everything pending without callbacks."""
+        self.reconnect_wanted = False
+        tasks: Tasks = []
         if self.sock is not None:
-            self._close_session(CloseCode.NORMAL, "engine destroyed", Reason.DESTROYED, [])
+            self._close_session(CloseCode.NORMAL, "engine destroyed", Reason.DESTROYED, tasks)
+        self._fail_unknown("engine destroyed", tasks)
         closed = ClientClosed("the engine was destroyed")
+        for _, (_, _, task_op) in tasks:  # no callback after destroy: only the operations
+            if task_op is not None and not task_op.done():
+                task_op.set_exception(closed)
         for op in [s[1] for s in self._sends.values()] + (
                 [self._login.op] if self._login else []) + (
                 [self._logout_op] if self._logout_op else []) + [
@@ -431,18 +452,24 @@ class IOThread(Messaging, RoomOps):
             elif ev.kind in (NoticeKind.USER_JOINED, NoticeKind.USER_LEFT, NoticeKind.ROOM_STATE):
                 self._on_room_notice(ev, tasks)
         elif t is Welcome:
-            self._on_welcome(tasks)
+            if self.reconnecting and self._login is None:
+                self._on_reconnect_welcome(ev, tasks)
+            else:
+                self._on_welcome(tasks)
         elif t is Close:
             self._end_session(self._close_reason(ev.code), "server: %s" % (ev.reason or ev.code),
                               tasks)
 
     # ------------------------------------------------------------------ requests
     def _request(self, op: int, args: List[Any], on_response: ResponseFn, on_fail: FailFn) -> None:
-        assert self.conn is not None
-        rid, data = self.conn.request(op, args)
+        """Send a request; while reconnecting it waits in the session to be resent on resume."""
+        conn = self.conn if self.conn is not None else self._resume_conn
+        assert conn is not None
+        rid, data = conn.request(op, args)
         deadline = time.monotonic() + self.core.config.request_timeout
         self._requests[rid] = (deadline, on_response, on_fail)
-        self._write(data)
+        if self.conn is not None:
+            self._write(data)
 
     def send_ping(self) -> None:
         if self.conn is not None and self.conn.phase is ConnectionPhase.OPEN:
@@ -452,6 +479,14 @@ class IOThread(Messaging, RoomOps):
         if self.sock is not None:
             tasks: Tasks = []
             self._close_session(CloseCode.GOING_AWAY, "heartbeat timeout", Reason.HEARTBEAT_TIMEOUT,
+                                tasks)
+            self.core.dispatcher.submit_many(tasks)
+
+    def network_changed(self) -> None:
+        """The supervisor saw the network change: the session's path is likely gone."""
+        if self.sock is not None:
+            tasks: Tasks = []
+            self._close_session(CloseCode.GOING_AWAY, "network changed", Reason.NETWORK_CHANGED,
                                 tasks)
             self.core.dispatcher.submit_many(tasks)
 

@@ -16,6 +16,7 @@ from ..protocol import CloseCode, ConnectionPhase, Op
 from .dispatcher import Task
 from .events import CONN_LANE
 from .operations import Operation, SendOperation
+from .server_messages import ServerMessages, ServerSendOperation
 
 if TYPE_CHECKING:
     from ..protocol import Connection
@@ -41,14 +42,20 @@ class Login:
         return int((time.monotonic() - self.t0) * 1000)
 
 
-class Messaging:
+class Messaging(ServerMessages):
     """Login, logout, online status and sends, on the I/O thread (mixed into IOThread)."""
 
     if TYPE_CHECKING:
         core: EngineCore
         conn: Optional[Connection]
+        _resume_conn: Optional[Connection]
         sock: Any
         logged_in: bool
+        reconnect_wanted: bool
+        reconnecting: bool
+        token_rejected: bool
+        token: str
+        session_id: Optional[str]
         uid: str
         rooms: Dict[str, RoomState]
         _login: Optional[Login]
@@ -62,6 +69,12 @@ class Messaging:
                        tasks: Optional[Tasks] = None) -> None: ...
         def _close_session(self, code: int, detail: str, reason: Reason, tasks: Tasks) -> None: ...
         def _room_handler(self, room_id: str) -> Any: ...
+        def _fail_unknown(self, detail: str, tasks: Tasks) -> None: ...
+        def rooms_ended(self, lost: bool, tasks: Tasks) -> None: ...
+
+    def _session_open(self) -> bool:
+        """A session exists to send on (connected, or reconnecting with one to resume)."""
+        return self.conn is not None or (self.reconnecting and self._resume_conn is not None)
 
     # ------------------------------------------------------------------ login / logout
     def login(self, op: Operation, token: str, uid: str, t0: float) -> None:
@@ -89,6 +102,9 @@ class Messaging:
             return
         if code == LoginErrorCode.SUCCESS:
             self.logged_in, self.uid = True, login.uid
+            self.reconnect_wanted, self.token = True, login.token
+            sid = result.get("session") if isinstance(result, dict) else None
+            self.session_id = sid if isinstance(sid, str) else None
             tasks.append(self.core.emit.task(
                 CONN_LANE, "on_login_result", (login.uid, LoginErrorCode.SUCCESS, login.elapsed()),
                 login.op, LoginErrorCode.SUCCESS))
@@ -108,6 +124,15 @@ class Messaging:
 
     def logout(self, op: Operation) -> None:
         tasks: Tasks = []
+        self.server_params = None  # a new login sets its own
+        self.reconnect_wanted = False
+        self.token_rejected = False
+        if self.reconnecting:  # no connection now: the session is simply given up
+            self.reconnecting = False
+            self.logged_in = False
+            self._resume_conn = None
+            self._fail_unknown("logged out", tasks)
+            self.rooms_ended(False, tasks)
         if self.logged_in and self.conn is not None:
             self.logged_in = False
             self._logout_op = op
@@ -143,7 +168,7 @@ class Messaging:
             tasks.append(self.core.emit.task(CONN_LANE, "on_get_peer_online_status",
                                              (peer, status), op, error=err))
 
-        if not self.logged_in or self.conn is None:
+        if not self.logged_in or not self._session_open():
             tasks: Tasks = []
             fail(error_for("send", R.NOT_LOGIN, "not logged in"), tasks)
             self.core.dispatcher.submit_many(tasks)
@@ -154,15 +179,23 @@ class Messaging:
     def send(self, op: SendOperation, kind: int, target: str, config: int, payload: Any,
              room: Optional[str] = None) -> None:
         """Send a peer (``room`` None) or room message; its result comes back as a RESULT."""
-        if not self.logged_in or self.conn is None or (room is not None and not self._joined(room)):
+        conn = self.conn if self.conn is not None else self._resume_conn
+        code: Optional[int] = None
+        if not self.logged_in:
+            code = R.NOT_LOGIN if room is None else RoomMessageSendResult.NOT_JOIN
+        elif room is not None and not self._joined(room):
+            code = RoomMessageSendResult.NOT_JOIN
+        elif conn is None or (self.conn is None and config != 0):
+            code = R.BROKEN  # reconnecting: only reliable messages wait for the resume
+        if code is not None or conn is None:
             tasks: Tasks = []
-            self._send_failed(op, R.NOT_LOGIN if room is None else RoomMessageSendResult.NOT_JOIN,
-                              "not logged in" if room is None else "not in the room", tasks, room)
+            self._send_failed(op, code or R.BROKEN, "not sent", tasks, room)
             self.core.dispatcher.submit_many(tasks)
             return
-        seq, data = self.conn.send(kind, target, config, payload, reliable=config == 0)
+        seq, data = conn.send(kind, target, config, payload, reliable=config == 0)
         self._sends[seq] = (time.monotonic() + self.core.config.send_timeout, op, room)
-        self._write(data)
+        if self.conn is not None:
+            self._write(data)  # else it is sent again when the session resumes
 
     def _joined(self, room_id: str) -> bool:
         st = self.rooms.get(room_id)
@@ -170,6 +203,9 @@ class Messaging:
 
     def _send_done(self, op: SendOperation, code: int, body: Optional[bytes],
                    room: Optional[str], tasks: Tasks) -> None:
+        if isinstance(op, ServerSendOperation):
+            self._server_send_done(op, code, body, tasks)
+            return
         if room is not None:
             if code == RoomMessageSendResult.SUCCESS:
                 tasks.append(self.core.emit.task(
@@ -185,6 +221,9 @@ class Messaging:
 
     def _send_failed(self, op: SendOperation, code: int, detail: str, tasks: Tasks,
                      room: Optional[str] = None) -> None:
+        if isinstance(op, ServerSendOperation):
+            self._server_send_failed(op, code, detail, tasks)
+            return
         enum = R if room is None else RoomMessageSendResult
         try:
             code = enum(code)

@@ -56,6 +56,14 @@ class RoomOps:
 
         def _request(self, op: int, args: List[Any], on_response: ResponseFn,
                      on_fail: FailFn) -> None: ...
+        def _session_open(self) -> bool: ...
+
+    def _rejoin_rooms(self, tasks: Tasks) -> None:
+        """After logging in again by itself: join every room this engine was in (join_type 1)."""
+        rooms, self.rooms = self.rooms, {}
+        for room_id, st in rooms.items():
+            if st.joined:
+                self._join(room_id, None, time.monotonic(), 1)
 
     def _room_handler(self, room_id: str) -> Any:
         """The handler of the live RTSRoom with this id (None once it is destroyed)."""
@@ -79,18 +87,21 @@ class RoomOps:
         if room_id in self.rooms:
             op.set_exception(InvalidStateError("room %r is already joined or joining" % room_id, -2))
             return
-        if not self.logged_in or self.conn is None:
+        if not self.logged_in or not self._session_open():
             err = RoomError("join_room needs a login", RoomErrorCode.JOIN_ROOM)
             tasks.append(self._room_task(room_id, "on_room_state_changed",
                                          (room_id, self.uid, RoomErrorCode.JOIN_ROOM, ""),
                                          op, error=err))
             self.core.dispatcher.submit_many(tasks)
             return
-        st = self.rooms[room_id] = RoomState(op, t0)
+        self._join(room_id, op, t0, 0)
+
+    def _join(self, room_id: str, op: Optional[Operation], t0: float, join_type: int) -> None:
+        st = self.rooms[room_id] = RoomState(op, t0, join_type)
 
         def done(code: int, result: Any, t: Tasks) -> None:
             if self.rooms.get(room_id) is not st:  # left (or replaced) before the answer came
-                if not op.done():
+                if op is not None and not op.done():
                     op.set_exception(RoomError("left before the join completed",
                                                RoomErrorCode.JOIN_ROOM))
                 return
@@ -123,7 +134,7 @@ class RoomOps:
         """Leave (or stop joining); ``on_leave_room`` fires once the server confirms, if the
         room was joined and ``notify`` (False for ``RTSRoom.destroy``)."""
         st = self.rooms.pop(room_id, None)
-        if st is None or self.conn is None:
+        if st is None or not self._session_open():
             if op is not None and not op.done():
                 op.set_result(0)
             return

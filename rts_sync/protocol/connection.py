@@ -8,12 +8,17 @@ them again (``unacked_frames``).
 
 Sequencing rules (docs/protocol.md, "Sequences and acks"):
 
-* Client -> server: every SEND carries ``seq`` = 1, 2, 3, ... (it also correlates the RESULT).
-  Unreliable SENDs are numbered but never kept for resending, so the server may see gaps.
-* Server -> client: DELIVER and NOTICE carry ``seq`` = 1, 2, 3, ... when reliable, 0 when not
-  (unreliable messages are neither acknowledged nor replayed).
+* Client -> server: every REQUEST (its ``rid``) and SEND (its ``seq``) takes the next number of one
+  sequence 1, 2, 3, ... Unreliable SENDs are numbered but never kept for resending, so the server
+  may see gaps.
+* Server -> client: RESPONSE, RESULT, NOTICE and reliable DELIVER frames take the next number of
+  the server's sequence; an unreliable DELIVER carries 0 and is neither acknowledged nor replayed.
 * A receiver drops any sequenced frame whose seq is not above the highest it has seen, and sends
   ``ACK(highest)`` after each batch it has taken in (``ack()``).
+* Resume: a session outlives its WebSocket. ``reopen()`` starts the handshake of the next
+  connection keeping both sequences and the unacknowledged frames; the HELLO (client) and WELCOME
+  (server) carry the highest seq each side received, and ``resume_from(seq)`` returns the frames
+  to send again.
 
 Sans-IO: no sockets, threads, clocks or logging here.
 """
@@ -60,6 +65,9 @@ class Acked:
     tags: Tuple[Any, ...] = ()
 
 
+#: Frames numbered in their sender's sequence (seq 0: an unsequenced DELIVER).
+_SEQUENCED = (fr.Send, fr.Request, fr.Deliver, fr.Notice, fr.Response, fr.Result)
+
 #: Frame types each role may receive.
 _ALLOWED = {
     Role.SERVER: (fr.Hello, fr.Request, fr.Send, fr.Ack, fr.Ping, fr.Pong, fr.Close),
@@ -93,7 +101,6 @@ class Connection:
         #: Highest sequence number the peer acknowledged.
         self.peer_acked = 0
         self._last_acked_sent = 0
-        self._next_rid = 0
         self._hello_seen = False
         self._close_sent = False
         self._unacked: Deque[Tuple[int, bytes, Any]] = deque()
@@ -137,8 +144,8 @@ class Connection:
             return ev
         if t is fr.Hello or t is fr.Welcome:
             raise RemoteProtocolError("second handshake frame", CloseCode.PROTOCOL_ERROR)
-        if t is fr.Deliver or t is fr.Notice or t is fr.Send:
-            seq = ev.seq  # type: ignore[union-attr]
+        if t in _SEQUENCED:
+            seq = ev.rid if t is fr.Request else ev.seq  # type: ignore[union-attr]
             if seq:
                 if seq <= self.in_seq:
                     return None  # a duplicate (resent after a resume): already taken
@@ -180,12 +187,15 @@ class Connection:
                                      % (len(data), self.max_frame), CloseCode.FRAME_TOO_LARGE)
         return data
 
-    def hello(self, app_id: str, sdk: str = "",
-              versions: Sequence[int] = SUPPORTED_VERSIONS) -> bytes:
+    def hello(self, app_id: str, sdk: str = "", versions: Sequence[int] = SUPPORTED_VERSIONS,
+              session_id: Optional[str] = None) -> bytes:
+        """The client's first frame; with ``session_id`` it asks to resume that session."""
         assert self.role is Role.CLIENT
-        return self._out(fr.Hello, tuple(versions), app_id, sdk)
+        resume = None if session_id is None else (session_id, self.in_seq)
+        return self._out(fr.Hello, tuple(versions), app_id, sdk, resume)
 
     def welcome(self, version: int, params: Dict[str, Any]) -> bytes:
+        """The server's answer to HELLO; the connection is open afterwards."""
         assert self.role is Role.SERVER
         data = self._out(fr.Welcome, version, params)
         self.version = version
@@ -193,14 +203,20 @@ class Connection:
         return data
 
     def request(self, op: int, args: Sequence[Any] = ()) -> Tuple[int, bytes]:
-        """A REQUEST with a fresh request id; returns (rid, bytes)."""
-        rid = self._next_rid + 1
+        """A REQUEST; its id is the next client seq; kept until acked. Returns (rid, bytes)."""
+        rid = self.out_seq + 1
         data = self._out(fr.Request, rid, int(op), tuple(args))
-        self._next_rid = rid
+        self.out_seq = rid
+        self._unacked.append((rid, data, None))
         return rid, data
 
     def respond(self, rid: int, code: int, result: Any = None) -> bytes:
-        return self._out(fr.Response, rid, int(code), result)
+        """A sequenced RESPONSE to request ``rid``, kept until acked."""
+        seq = self.out_seq + 1
+        data = self._out(fr.Response, seq, rid, int(code), result)
+        self.out_seq = seq
+        self._unacked.append((seq, data, None))
+        return data
 
     def send(self, kind: int, target: str, config: int, payload: fr.Payload,
              reliable: bool = True) -> Tuple[int, bytes]:
@@ -213,7 +229,12 @@ class Connection:
         return seq, data
 
     def result(self, code: int, seqs: Sequence[int], body: Optional[bytes] = None) -> bytes:
-        return self._out(fr.Result, int(code), tuple(seqs), body)
+        """A sequenced RESULT for client SENDs ``seqs``, kept until acked."""
+        seq = self.out_seq + 1
+        data = self._out(fr.Result, seq, int(code), tuple(seqs), body)
+        self.out_seq = seq
+        self._unacked.append((seq, data, None))
+        return data
 
     def deliver(self, kind: int, sender: str, room: Optional[str], payload: fr.Payload,
                 reliable: bool = True, tag: Any = None) -> Tuple[int, bytes]:
@@ -250,7 +271,7 @@ class Connection:
 
     def ack(self) -> Optional[bytes]:
         """An ACK of everything received so far, or None when nothing new needs acknowledging."""
-        if self.in_seq == self._last_acked_sent or self.phase is ConnectionPhase.CLOSED:
+        if self.in_seq == self._last_acked_sent or self.phase is not ConnectionPhase.OPEN:
             return None
         self._last_acked_sent = self.in_seq
         return self._out(fr.Ack, self.in_seq)
@@ -273,6 +294,35 @@ class Connection:
         return data
 
     # ------------------------------------------------------------------ resume support
+    def reopen(self) -> None:
+        """Start the handshake of a new connection for the same session: both sequences and the
+        unacknowledged frames are kept; the next ``ack()`` acknowledges everything again."""
+        self.phase = ConnectionPhase.HANDSHAKE
+        self._hello_seen = False
+        self._close_sent = False
+        self._last_acked_sent = 0
+
+    def restart(self) -> None:
+        """The peer started a new session on this open connection (a resume was refused):
+        both sequences start again from 0 and nothing unacknowledged is kept."""
+        self.out_seq = self.in_seq = self.peer_acked = 0
+        self._last_acked_sent = 0
+        self._unacked.clear()
+
+    def resume_from(self, peer_seq: Any, keep: Any = None) -> Tuple[Acked, List[bytes]]:
+        """The peer has everything up to ``peer_seq`` (from its HELLO or WELCOME): free that,
+        and return what that acknowledged (with the freed frames' tags) and the frames still
+        unacknowledged, to send again in order. ``keep(tag)`` may drop tagged frames for good
+        (for example a delivery that timed out meanwhile). RemoteProtocolError if ``peer_seq``
+        is not a seq or claims more than was sent."""
+        if not isinstance(peer_seq, int) or isinstance(peer_seq, bool) or peer_seq < 0:
+            raise RemoteProtocolError("resume seq must be an integer >= 0, got %r" % (peer_seq,),
+                                      CloseCode.PROTOCOL_ERROR)
+        acked = self._on_ack(peer_seq)
+        if keep is not None:
+            self._unacked = deque(e for e in self._unacked if e[2] is None or keep(e[2]))
+        return acked, [data for _, data, _ in self._unacked]
+
     @property
     def unacked_count(self) -> int:
         """How many reliable sequenced frames wait for the peer's acknowledgement."""
@@ -281,6 +331,10 @@ class Connection:
     def unacked_frames(self) -> List[bytes]:
         """The reliable frames not yet acknowledged, oldest first, as they were sent."""
         return [data for _, data, _ in self._unacked]
+
+    def unacked_seqs(self) -> List[int]:
+        """The seqs of the frames not yet acknowledged, oldest first."""
+        return [seq for seq, _, _ in self._unacked]
 
     def unacked_tags(self) -> List[Any]:
         """The tags of the frames not yet acknowledged, oldest first (None where untagged)."""

@@ -160,6 +160,8 @@ class Hello:
     versions: Tuple[int, ...]
     app_id: str
     sdk: str = ""
+    #: To resume a session: (session id, highest seq received from the server); else None.
+    resume: Optional[Tuple[str, int]] = None
 
     def __post_init__(self) -> None:
         if not self.versions or len(self.versions) > 16:
@@ -168,6 +170,11 @@ class Hello:
             _int(v, "version", 1, 65535)
         _str(self.app_id, "app_id")
         _str(self.sdk, "sdk")
+        if self.resume is not None:
+            if type(self.resume) is not tuple or len(self.resume) != 2:
+                raise _fail("HELLO resume must be [session id, seq]")
+            _str(self.resume[0], "resume session id")
+            _int(self.resume[1], "resume seq", 0)
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,7 @@ class Welcome:
 
 @dataclass(frozen=True)
 class Request:
+    #: The request's id, which is also its client sequence number (shared with SEND).
     rid: int
     op: int
     args: Tuple[Any, ...] = ()
@@ -194,11 +202,14 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
+    #: Server sequence number (shared with RESULT, DELIVER and NOTICE).
+    seq: int
     rid: int
     code: int
     result: Any = None
 
     def __post_init__(self) -> None:
+        _int(self.seq, "seq", 1)
         _int(self.rid, "request id", 1)
         _int(self.code, "code", -(1 << 31), (1 << 31) - 1)
 
@@ -221,11 +232,14 @@ class Send:
 
 @dataclass(frozen=True)
 class Result:
+    #: Server sequence number of this frame (``seqs`` are the client SENDs it answers).
+    seq: int
     code: int
     seqs: Tuple[int, ...]
     body: Optional[bytes] = None
 
     def __post_init__(self) -> None:
+        _int(self.seq, "seq", 1)
         _int(self.code, "code", -(1 << 31), (1 << 31) - 1)
         if not self.seqs:
             raise _fail("RESULT needs at least one seq")
@@ -309,11 +323,11 @@ def _fields(ev: Event) -> List[Any]:
     if t is Ack:
         return [FrameType.ACK, ev.seq]  # type: ignore[union-attr]
     if t is Result:
-        return [FrameType.RESULT, ev.code, list(ev.seqs), ev.body]  # type: ignore[union-attr]
+        return [FrameType.RESULT, ev.seq, ev.code, list(ev.seqs), ev.body]  # type: ignore[union-attr]
     if t is Request:
         return [FrameType.REQUEST, ev.rid, ev.op, list(ev.args)]  # type: ignore[union-attr]
     if t is Response:
-        return [FrameType.RESPONSE, ev.rid, ev.code, ev.result]  # type: ignore[union-attr]
+        return [FrameType.RESPONSE, ev.seq, ev.rid, ev.code, ev.result]  # type: ignore[union-attr]
     if t is Notice:
         return [FrameType.NOTICE, ev.seq, ev.kind, list(ev.args)]  # type: ignore[union-attr]
     if t is Ping:
@@ -321,7 +335,8 @@ def _fields(ev: Event) -> List[Any]:
     if t is Pong:
         return [FrameType.PONG, ev.token]  # type: ignore[union-attr]
     if t is Hello:
-        return [FrameType.HELLO, list(ev.versions), ev.app_id, ev.sdk]  # type: ignore[union-attr]
+        resume = None if ev.resume is None else list(ev.resume)  # type: ignore[union-attr]
+        return [FrameType.HELLO, list(ev.versions), ev.app_id, ev.sdk, resume]  # type: ignore[union-attr]
     if t is Welcome:
         return [FrameType.WELCOME, ev.version, ev.params]  # type: ignore[union-attr]
     if t is Close:
@@ -369,12 +384,13 @@ def _opt_bytes(v: object) -> Optional[bytes]:
 
 
 _DECODERS: Dict[int, Tuple[int, Callable[[List[Any]], Event]]] = {
-    FrameType.HELLO: (4, lambda f: Hello(_tuple(f[1], "versions"), f[2], f[3])),
+    FrameType.HELLO: (5, lambda f: Hello(_tuple(f[1], "versions"), f[2], f[3],
+                                         None if f[4] is None else _tuple(f[4], "resume"))),
     FrameType.WELCOME: (3, lambda f: Welcome(f[1], f[2])),
     FrameType.REQUEST: (4, lambda f: Request(f[1], f[2], _tuple(f[3], "args"))),
-    FrameType.RESPONSE: (4, lambda f: Response(f[1], f[2], f[3])),
+    FrameType.RESPONSE: (5, lambda f: Response(f[1], f[2], f[3], f[4])),
     FrameType.SEND: (6, lambda f: Send(f[1], f[2], f[3], f[4], f[5])),
-    FrameType.RESULT: (4, lambda f: Result(f[1], _tuple(f[2], "seqs"), _opt_bytes(f[3]))),
+    FrameType.RESULT: (5, lambda f: Result(f[1], f[2], _tuple(f[3], "seqs"), _opt_bytes(f[4]))),
     FrameType.DELIVER: (6, lambda f: Deliver(f[1], f[2], f[3], f[4], f[5])),
     FrameType.ACK: (2, lambda f: Ack(f[1])),
     FrameType.PING: (2, lambda f: Ping(f[1])),

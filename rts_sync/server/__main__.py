@@ -2,7 +2,8 @@
 
 Example::
 
-    rts-server --app rtsapp000000000000000001:secret --port 8970 --limit p2p_qps=100
+    rts-server --app rtsapp000000000000000001:secret --port 8970 --limit p2p_qps=100 \
+               --access-key AKLTexample:push-secret
 
 Exit codes: 0 after a clean shutdown, 1 when the server cannot start (e.g. the port is taken),
 2 for bad arguments.
@@ -37,6 +38,13 @@ def _app_pair(text: str) -> Tuple[str, str]:
     return app_id, app_key
 
 
+def _key_pair(text: str) -> Tuple[str, str]:
+    ak, sep, sk = text.partition(":")
+    if not sep or not ak or not sk:
+        raise argparse.ArgumentTypeError("expected ACCESS_KEY_ID:SECRET_KEY, got %r" % text)
+    return ak, sk
+
+
 def _limit_pair(text: str) -> Tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
@@ -53,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                         metavar="APP_ID:APP_KEY", help="an app to serve (repeatable)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (%(default)s)")
+    parser.add_argument("--access-key", action="append", type=_key_pair, default=[],
+                        metavar="AK:SK", help="an access key id and secret key that may call the "
+                        "push API (POST /?Action=SendUnicast|SendBroadcast, Volcengine V4 "
+                        "signature; repeatable)")
     parser.add_argument("--limit", action="append", type=_limit_pair, default=[],
                         metavar="NAME=VALUE", help="set a named limit (repeatable)")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
@@ -74,9 +86,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _usage_error(parser, "app %s given twice" % app_id)
         apps[app_id] = app_key
     limits: List[Tuple[str, str]] = args.limit
+    keys: Dict[str, str] = {}
+    for ak, sk in args.access_key:
+        if ak in keys:
+            return _usage_error(parser, "access key %s given twice" % ak)
+        keys[ak] = sk
     try:
         config = ServerConfig(apps=apps, host=args.host, port=args.port,
-                              limits=Limits.from_mapping(dict(limits)))
+                              limits=Limits.from_mapping(dict(limits)), access_keys=keys)
     except ValueError as exc:
         return _usage_error(parser, str(exc))
     logging.basicConfig(level=args.log_level,
@@ -110,9 +127,11 @@ async def _serve(config: ServerConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
             pass
-    log.info("rts-server %s listening on %s (apps: %s)", __version__,
+    log.info("rts-server %s listening on %s (apps: %s; push API %s)", __version__,
              ", ".join("%s:%s" % (a[0], a[1]) for a in runner.addresses),
-             ", ".join(sorted(config.apps)))
+             ", ".join(sorted(config.apps)),
+             "keys: " + ", ".join(sorted(config.access_keys)) if config.access_keys
+             else "off: no --access-key")
     try:
         await stop.wait()
     finally:

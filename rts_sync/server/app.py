@@ -1,4 +1,5 @@
-"""The aiohttp application: ``/rts`` (the WebSocket endpoint), ``/healthz`` and ``/metrics``."""
+"""The aiohttp application: ``/rts`` (the WebSocket endpoint), ``/healthz``, ``/metrics`` and
+``POST /`` (the push API for application servers)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .. import protocol as p
 from .config import ServerConfig
 from .handler import serve_connection
 from .hub import Hub
+from .push_api import PushAPI
 from .session import CLOSE_TIMEOUT
 
 __all__ = ["HUB", "create_app"]
@@ -23,16 +25,20 @@ HUB = web.AppKey("rts_hub", Hub)
 def create_app(config: ServerConfig) -> web.Application:
     """A new server application for ``config`` (run it with aiohttp's runners).
 
-    Closing down (``on_shutdown``) closes every WebSocket with CloseCode.GOING_AWAY.
+    Closing down (``on_shutdown``) closes every WebSocket with CloseCode.GOING_AWAY; cleanup
+    then closes the pooled HTTP client of the app-server forwarding.
 
     Threading: the application and everything in it belong to the event loop that runs it.
     """
     app = web.Application()
-    app[HUB] = Hub(config)
+    hub = app[HUB] = Hub(config)
     app.router.add_get("/rts", _rts)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/", PushAPI(hub, config.access_keys).handle)
+    app.on_startup.append(hub.forwarder.start)
     app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(hub.forwarder.close)
     return app
 
 

@@ -49,6 +49,9 @@ class Limits:
     #: A connection whose queue stays full this long is closed (SLOW_CONSUMER), so one stuck
     #: reader cannot stall its senders for ever.
     slow_consumer_grace: float = 10.0
+    #: How long a logged-in session outlives its WebSocket, waiting for the client to resume it
+    #: (nothing lost: messages for it are kept, its rooms and presence stay); 0 = no resume.
+    resume_window: float = 30.0
     #: Open WebSocket connections per client IP address; more are closed with REJECTED.
     max_connections_per_ip: int = 10000
     #: Logged-in sessions per app; further logins fail with -1001 (LOGIN_FAILED).
@@ -68,6 +71,18 @@ class Limits:
     room_notify_limit: int = 500
     #: Rooms one session may be in at once; further joins fail with -1001.
     max_rooms_per_session: int = 1000
+    #: Seconds an application server has to answer a forwarded message (connect + answer);
+    #: later it counts as unreachable: RESULT 17 (E2BS_SEND_FAILED).
+    app_server_timeout: float = 5.0
+    #: HTTP requests to application servers in flight at once, per app; further messages wait
+    #: for a free slot, and a session with this many messages waiting is paced (read no faster).
+    app_server_concurrency: int = 64
+    #: Push API: how far (seconds) a request's ``X-Date`` may be from the server's clock; a
+    #: signature is also remembered this long to refuse replays.
+    push_clock_skew: float = 300.0
+    #: Push API calls per second per app (SendUnicast + SendBroadcast); 0 = off. Recommended
+    #: (the cloud quota of reference §5): 500.
+    push_qps: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -76,7 +91,7 @@ class Limits:
                 raise ValueError("limit %s must be a number, got %r" % (f.name, value))
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError("limit %s must be finite, got %r" % (f.name, value))
-            if f.name.endswith("_qps"):
+            if f.name.endswith("_qps") or f.name == "resume_window":
                 if value < 0:
                     raise ValueError("limit %s must be >= 0 (0 = off), got %r" % (f.name, value))
             elif value <= 0:
@@ -145,6 +160,8 @@ class ServerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     limits: Limits = field(default_factory=Limits)
+    #: Push API credentials: access key id -> secret access key (none: the push API refuses all).
+    access_keys: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.apps:
@@ -157,3 +174,9 @@ class ServerConfig:
                 raise ValueError("app key of %s must be a non-empty string" % app_id)
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be in [0, 65535], got %r" % (self.port,))
+        for ak, sk in self.access_keys.items():
+            if not isinstance(ak, str) or not ak or not ak.isascii() or "/" in ak or ak != ak.strip():
+                raise ValueError("access key id must be non-empty ASCII without '/' or spaces, "
+                                 "got %r" % (ak,))
+            if not isinstance(sk, str) or not sk:
+                raise ValueError("secret key of access key %s must be a non-empty string" % ak)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -26,8 +26,9 @@ __all__ = ["ConnectionHandler", "serve_connection"]
 log = logging.getLogger(__name__)
 
 _cids = itertools.count(1)
-_NOT_SUPPORTED = (p.Op.SET_SERVER_PARAMS,)
+_NOT_SUPPORTED: Tuple[int, ...] = ()
 _ARITY: Dict[int, int] = {p.Op.LOGIN: 4, p.Op.LOGOUT: 0, p.Op.ONLINE_STATUS: 1,
+                          p.Op.SET_SERVER_PARAMS: 2,
                           p.Op.JOIN_ROOM: 2, p.Op.LEAVE_ROOM: 1}
 
 
@@ -63,16 +64,22 @@ async def serve_connection(hub: Hub, request: web.Request) -> web.WebSocketRespo
     ws.too_large = handler.frame_too_large
     session.start()
     log.debug("connection %d from %s opened", session.cid, session.peer_ip)
-    if not hub.add_connection(session):
+    if not hub.add_connection(ws, session):
         log.info("connection %d: too many connections from %s", session.cid, session.peer_ip)
         session.close(p.CloseCode.REJECTED, "too many connections from this address")
     try:
         await handler.run()
     finally:
-        session.close(p.CloseCode.NORMAL, "connection ended", frame=False)
-        hub.remove_connection(session)
-        await session.wait_closed()
-        log.debug("connection %d closed (%s: %s)", session.cid, session.close_code,
+        session = handler.session  # the session this connection resumed, if it did
+        hub.remove_connection(ws, request.remote or "")
+        if session.ws is ws:  # still ours (not taken over by a newer connection)
+            if (not session.closing and session.uid is not None and limits.resume_window > 0
+                    and not hub.shutting_down):
+                session.detach()
+            else:
+                session.close(p.CloseCode.NORMAL, "connection ended", frame=False)
+                await session.wait_closed()
+        log.debug("connection %d ended (%s: %s)", session.cid, session.close_code,
                   session.close_reason)
     return ws
 
@@ -90,13 +97,16 @@ class ConnectionHandler:
         self._login_timer: Optional[asyncio.TimerHandle] = None
 
     async def run(self) -> None:
-        s = self.session
-        ws = s.ws
+        ws = self.session.ws
+        assert ws is not None
         self._login_timer = asyncio.get_running_loop().call_later(
             self.limits.login_timeout, self._login_expired)
         try:
             while True:
                 msg = await ws.receive()
+                s = self.session  # changes when this connection resumes a session
+                if s.ws is not ws:
+                    break  # a newer connection took the session over: this one is done
                 if msg.type == WSMsgType.BINARY:
                     if not s.closing:  # after close: drain until the WebSocket closes
                         await self._on_frame(msg.data)
@@ -113,8 +123,8 @@ class ConnectionHandler:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("connection %d: internal error", s.cid)
-            s.close(p.CloseCode.INTERNAL_ERROR, "internal server error")
+            log.exception("connection %d: internal error", self.session.cid)
+            self.session.close(p.CloseCode.INTERNAL_ERROR, "internal server error")
         finally:
             self._login_timer.cancel()
 
@@ -180,12 +190,35 @@ class ConnectionHandler:
                     % ", ".join(str(v) for v in p.SUPPORTED_VERSIONS))
             return
         s.app_id = ev.app_id
-        s.push(s.conn.welcome(version, {
+        params: Dict[str, Any] = {
             "max_frame": self.limits.max_frame,
             "max_payload": self.limits.max_payload,
             "server": "rts_sync/%s" % __version__,
             "login_timeout": self.limits.login_timeout,
-        }))
+            "resume_window": self.limits.resume_window,
+        }
+        if ev.resume is not None:
+            old, why = self.hub.find_resumable(ev.app_id, ev.resume[0])
+            if old is not None:
+                self._resume(old, version, params, ev.resume[1])
+                return
+            log.info("connection %d: cannot resume session (%s)", s.cid, why)
+            params.update(resumed=False, resume_error=why)
+        s.push(s.conn.welcome(version, params))
+
+    def _resume(self, old: Session, version: int, params: Dict[str, Any], client_seq: int) -> None:
+        """This connection continues session ``old``; the handshake's Session is dropped."""
+        s = self.session
+        log.info("connection %d resumes session of %s (connection %d)", s.cid, old.uid, old.cid)
+        params.update(resumed=True, last_seq=old.conn.in_seq, session=old.session_id)
+        assert s.ws is not None and s.request is not None
+        ws, request = s.ws, s.request
+        old.adopt(ws, request, s.peer_ip, lambda conn: conn.welcome(version, params), client_seq)
+        s.discard()
+        self.session = old
+        self.hub.move_connection(ws, old)
+        if self._login_timer is not None:
+            self._login_timer.cancel()
 
     async def _on_request(self, ev: p.Request) -> None:
         s = self.session
@@ -214,9 +247,12 @@ class ConnectionHandler:
             code, result = await self.hub.apps[s.app_id or ""].rooms.join(s, ev.args[0], join_type)
         elif op == p.Op.LEAVE_ROOM:
             code = await self.hub.apps[s.app_id or ""].rooms.leave(s, ev.args[0])
+        elif op == p.Op.SET_SERVER_PARAMS:
+            code, result = self.hub.forwarder.set_params(s, ev.args)
         else:  # ONLINE_STATUS
             code, result = 0, int(self.hub.online_status(s, ev.args[0]))
-        await s.enqueue(s.conn.respond(ev.rid, code, result))
+        if await s.wait_for_room():  # then sequence and queue it with no await in between
+            s.push(s.conn.respond(ev.rid, code, result))
         if close_after:
             s.close(p.CloseCode.NORMAL, "logged out")
 
@@ -235,7 +271,7 @@ class ConnectionHandler:
         elif ev.kind == p.TargetKind.ROOM:
             code = await self._on_room_send(ev)
         elif ev.kind == p.TargetKind.SERVER:
-            code = UserMessageSendResult.SERVER_PARAMS_NOT_SET
+            code = await self.hub.forwarder.forward(s, ev.seq, ev.payload)
         else:
             code = await self.hub.send_peer(s, ev.seq, ev.target, ev.config, ev.payload)
         if code is not None:

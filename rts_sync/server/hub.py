@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .. import protocol as p
 from ..enums import (
@@ -25,6 +25,7 @@ from ..errors import LocalProtocolError
 from ..token import TokenError
 from ..token import parse as parse_token
 from .config import ServerConfig
+from .forward import Forwarder
 from .metrics import Metrics
 from .rooms import Rooms
 from .session import Pending, Session
@@ -45,6 +46,10 @@ class AppState:
         self.app_key = app_key
         self.sessions: Dict[str, Session] = {}
         self.rooms = rooms
+        #: Logged-in sessions by their secret session id (what a resuming client presents).
+        self.by_session_id: Dict[str, Session] = {}
+        #: Session ids ended by a duplicate login, until when they are remembered (monotonic).
+        self.kicked: Dict[str, float] = {}
 
 
 class Hub:
@@ -57,27 +62,36 @@ class Hub:
         self.config = config
         self.limits = config.limits
         self.metrics = Metrics()
+        #: Forwards SERVER sends to application servers (started and closed with the app).
+        self.forwarder = Forwarder(self.limits, self.metrics)
         self.apps: Dict[str, AppState] = {
             k: AppState(k, v, Rooms(k, self.limits, self.metrics)) for k, v in config.apps.items()}
-        self.connections: Set[Session] = set()
+        #: Open WebSocket connections (keyed by the WebSocket) and the session each serves.
+        self.connections: Dict[object, Session] = {}
         self._per_ip: Counter[str] = Counter()
+        #: Set when the server shuts down: connections then end their sessions, no resume.
+        self.shutting_down = False
 
     # ------------------------------------------------------------------ connections
-    def add_connection(self, session: Session) -> bool:
+    def add_connection(self, ws: object, session: Session) -> bool:
         """Register a new connection; False if its IP address has too many already."""
-        self.connections.add(session)
+        self.connections[ws] = session
         self._per_ip[session.peer_ip] += 1
         return self._per_ip[session.peer_ip] <= self.limits.max_connections_per_ip
 
-    def remove_connection(self, session: Session) -> None:
-        if session in self.connections:
-            self.connections.discard(session)
-            self._per_ip[session.peer_ip] -= 1
-            if self._per_ip[session.peer_ip] <= 0:
-                del self._per_ip[session.peer_ip]
+    def move_connection(self, ws: object, session: Session) -> None:
+        """Connection ``ws`` now serves ``session`` (it resumed that session)."""
+        if ws in self.connections:
+            self.connections[ws] = session
+
+    def remove_connection(self, ws: object, peer_ip: str) -> None:
+        if self.connections.pop(ws, None) is not None:
+            self._per_ip[peer_ip] -= 1
+            if self._per_ip[peer_ip] <= 0:
+                del self._per_ip[peer_ip]
 
     def on_session_closed(self, session: Session) -> None:
-        """A connection started closing: it is no longer reachable as its uid, nor in rooms."""
+        """A session ended for good: it is no longer reachable as its uid, nor in rooms."""
         app = self.apps.get(session.app_id or "")
         if app is not None and session.rooms:
             app.rooms.leave_all(session, UserOfflineReason.DROPPED)
@@ -87,8 +101,23 @@ class Hub:
         if session.app_id is None or session.uid is None:
             return
         app = self.apps.get(session.app_id)
-        if app is not None and app.sessions.get(session.uid) is session:
+        if app is None:
+            return
+        if app.sessions.get(session.uid) is session:
             del app.sessions[session.uid]
+        if session.session_id is not None and app.by_session_id.get(session.session_id) is session:
+            del app.by_session_id[session.session_id]
+
+    def find_resumable(self, app_id: str, session_id: str) -> Tuple[Optional[Session], str]:
+        """The live session with this id, or (None, "kicked" / "expired")."""
+        app = self.apps[app_id]
+        s = app.by_session_id.get(session_id)
+        if s is not None and not s.closing:
+            return s, ""
+        now = time.monotonic()
+        for sid in [k for k, t in app.kicked.items() if t < now]:
+            del app.kicked[sid]
+        return None, "kicked" if session_id in app.kicked else "expired"
 
     def stats(self) -> Dict[str, Any]:
         """The numbers of ``/healthz``."""
@@ -104,7 +133,10 @@ class Hub:
 
     async def close_all(self, code: int, reason: str, timeout: float) -> None:
         """Close every connection with ``code`` and wait (at most ``timeout``) until they are."""
-        sessions = list(self.connections)
+        self.shutting_down = True
+        sessions = set(self.connections.values())
+        for app in self.apps.values():
+            sessions.update(app.sessions.values())  # detached ones too
         for s in sessions:
             s.close(code, reason)
         if sessions:
@@ -134,13 +166,16 @@ class Hub:
                     old.push(frame)
                 except LocalProtocolError:
                     pass  # its protocol connection is already closed
+            if old.session_id is not None:
+                app.kicked[old.session_id] = time.monotonic() + self.limits.resume_window + 60
             old.close(p.CloseCode.DUPLICATE_LOGIN, "logged in elsewhere")
             if app.sessions.get(uid) is old:
                 del app.sessions[uid]
         session.uid = uid
-        session.session_id = secrets.token_hex(8)
+        session.session_id = secrets.token_hex(16)
         session.business_id = business_id if isinstance(business_id, str) else None
         app.sessions[uid] = session
+        app.by_session_id[session.session_id] = session
         log.info("connection %d: %s logged in to %s", session.cid, uid, app.app_id)
         return LoginErrorCode.SUCCESS, {"session": session.session_id}
 
@@ -197,7 +232,7 @@ class Hub:
             return UserMessageSendResult.NO_RECEIVER
         if sender.closing or sender.uid is None:
             return None  # nobody to report to any more
-        self.metrics.messages["peer"] += 1
+        self.metrics.count_message("peer", sender.app_id, sender.business_id)
         if config != MessageConfig.RELIABLE_ORDERED:
             _, frame = receiver.conn.deliver(p.DeliverKind.PEER, sender.uid, None, payload,
                                              reliable=False)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 __all__ = ["Metrics"]
+
+
+#: Distinct (app, business id) pairs counted one by one; the rest are summed as ``_other``,
+#: so clients choosing business ids cannot grow the metrics without bound.
+MAX_BUSINESS_IDS = 1000
 
 
 def _label(value: str) -> str:
@@ -25,6 +30,20 @@ class Metrics:
         self.messages: Counter[str] = Counter()
         self.logins: Counter[str] = Counter()
         self.room_deliveries = 0
+        #: Messages forwarded to application servers, by outcome (ok, failed, unreachable).
+        self.app_server: Counter[str] = Counter()
+        #: Push API calls by (action, result): result "ok" or the error code.
+        self.push: Counter[Tuple[str, str]] = Counter()
+        #: Messages by (app, business id or "", kind): traffic per business id.
+        self.business: Counter[Tuple[str, str, str]] = Counter()
+
+    def count_message(self, kind: str, app_id: Optional[str], business_id: Optional[str]) -> None:
+        """One message accepted for delivery, from a session with this app and business id."""
+        self.messages[kind] += 1
+        app, bid = app_id or "", business_id or ""
+        if (app, bid, kind) not in self.business and len(self.business) >= MAX_BUSINESS_IDS:
+            bid = "_other"
+        self.business[(app, bid, kind)] += 1
 
     def render(self, connections: int, sessions: Mapping[str, int],
                rooms: Mapping[str, Tuple[int, int]]) -> str:
@@ -46,6 +65,11 @@ class Metrics:
         kinds.setdefault("peer", 0)
         metric("rts_messages_total", "counter", "Messages accepted for delivery, by kind.",
                [({"kind": k}, n) for k, n in sorted(kinds.items())])
+        metric("rts_business_messages_total", "counter",
+               "Messages accepted for delivery, by app, business id (set_business_id; empty: "
+               "none) and kind.",
+               [({"app": a, "business_id": b, "kind": k}, n)
+                for (a, b, k), n in sorted(self.business.items())])
         metric("rts_rooms", "gauge", "Rooms with at least one member, per app.",
                [({"app": app}, n) for app, (n, _) in sorted(rooms.items())])
         metric("rts_room_members", "gauge", "Room memberships, per app.",
@@ -61,6 +85,11 @@ class Metrics:
                [({}, self.slow_consumer_disconnects)])
         metric("rts_logins_total", "counter", "Login attempts, by result.",
                [({"result": r}, n) for r, n in sorted(self.logins.items())])
+        metric("rts_app_server_requests_total", "counter",
+               "Messages forwarded to application servers, by outcome.",
+               [({"result": r}, n) for r, n in sorted(self.app_server.items())])
+        metric("rts_push_requests_total", "counter", "Push API calls, by action and result.",
+               [({"action": a, "result": r}, n) for (a, r), n in sorted(self.push.items())])
         return "\n".join(out) + "\n"
 
 

@@ -174,7 +174,7 @@ class Rooms:
                 continue  # its protocol connection closed meanwhile
             member.push(frame)
             n += 1
-        self.metrics.messages["room"] += 1
+        self.metrics.count_message("room", self.app_id, sender.business_id if sender else None)
         self.metrics.room_deliveries += n
         return RoomMessageSendResult.SUCCESS
 

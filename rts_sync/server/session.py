@@ -96,8 +96,9 @@ class Session:
     def __init__(self, cid: int, ws: web.WebSocketResponse, request: web.Request, limits: Limits,
                  metrics: Metrics, peer_ip: str, on_close: Callable[[Session], None]) -> None:
         self.cid = cid
-        self.ws = ws
-        self.request = request
+        #: The WebSocket serving this session now (None while detached, waiting for a resume).
+        self.ws: Optional[web.WebSocketResponse] = ws
+        self.request: Optional[web.Request] = request
         self.limits = limits
         self.metrics = metrics
         self.peer_ip = peer_ip
@@ -109,6 +110,8 @@ class Session:
         self.buckets: Dict[int, TokenBucket] = {}
         #: Ids of the rooms this session is in (the app's Rooms keeps the members).
         self.rooms: Set[str] = set()
+        #: (signature, url) from SET_SERVER_PARAMS: where this client's SERVER sends go.
+        self.server_params: Optional[Tuple[str, str]] = None
         self.close_code: Optional[int] = None
         self.close_reason = ""
         self._on_close = on_close
@@ -123,6 +126,7 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self._writer: Optional[asyncio.Task[None]] = None
         self._deadline: Optional[asyncio.TimerHandle] = None
+        self._resume_timer: Optional[asyncio.TimerHandle] = None
 
     def __repr__(self) -> str:
         return "<Session %d app=%s uid=%s>" % (self.cid, self.app_id, self.uid)
@@ -165,7 +169,9 @@ class Session:
         return self.close_code is None
 
     async def enqueue(self, data: bytes) -> bool:
-        """Queue one frame, paced by :meth:`wait_for_room`; False if the connection closed."""
+        """Queue one unsequenced frame (PONG), paced by :meth:`wait_for_room`; False if the
+        connection closed. A sequenced frame must be numbered after the wait: ``wait_for_room``
+        then ``push(conn.respond(...))`` with no await in between."""
         if not await self.wait_for_room():
             return False
         self.push(data)
@@ -190,6 +196,17 @@ class Session:
         self._n_results += 1
         self._wake.set()
 
+    def post_result_body(self, code: int, seq: int, body: Optional[bytes]) -> None:
+        """Queue the result of one SERVER send with the app server's answer (None on failure):
+        a RESULT frame of its own, sequenced now (results with a body are never coalesced)."""
+        if self.close_code is not None:
+            return
+        try:
+            frame = self.conn.result(code, [seq], body)
+        except LocalProtocolError:
+            return  # the protocol connection is closed: nobody to tell
+        self.push(frame)
+
     def wake_writer(self) -> None:
         """Let the writer run, e.g. to send the cumulative ACK after a batch of SENDs."""
         self._wake.set()
@@ -208,20 +225,21 @@ class Session:
 
     # ------------------------------------------------------------------ writer
     def _take(self) -> List[bytes]:
-        """Everything there is to write now: the cumulative ACK, the coalesced RESULTs (before
-        later RESPONSEs, e.g. to a LOGOUT), then the queued frames in order."""
+        """Everything there is to write now: the cumulative ACK, the queued frames in order,
+        then the coalesced RESULTs. Frames go out in the order of their sequence numbers: the
+        queued ones were numbered when queued, the RESULTs are numbered here, after them."""
         batch: List[bytes] = []
         took = bool(self._out) or bool(self._results)
         try:
             ack = self.conn.ack()
             if ack is not None:
                 batch.append(ack)
-            for code, seqs in self._results.items():
-                for i in range(0, len(seqs), _RESULT_CHUNK):
-                    batch.append(self.conn.result(code, seqs[i:i + _RESULT_CHUNK]))
             for data, pending in self._out:
                 if pending is None or not pending.done:  # a timed-out one is never delivered
                     batch.append(data)
+            for code, seqs in self._results.items():
+                for i in range(0, len(seqs), _RESULT_CHUNK):
+                    batch.append(self.conn.result(code, seqs[i:i + _RESULT_CHUNK]))
         except LocalProtocolError:
             pass  # the connection is already closed by the protocol: nothing more to say
         self._out.clear()
@@ -240,6 +258,8 @@ class Session:
 
     async def _write_loop(self) -> None:
         ws = self.ws
+        if ws is None:
+            return
         try:
             while True:
                 await self._wake.wait()
@@ -284,11 +304,16 @@ class Session:
             self._writer = self._loop.create_task(self._close_now())
         self._wake.set()
         self._room.set()
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
         self._deadline = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
         self._on_close(self)
 
     async def _close_now(self) -> None:
         """Close a connection that does not read: try to say why, briefly, then abort."""
+        if self.ws is None:
+            return
         try:
             await asyncio.wait_for(self.ws.close(code=self.close_code or p.CloseCode.NORMAL,
                                                  message=self.close_reason.encode("utf-8")[:120]), 1.0)
@@ -298,9 +323,63 @@ class Session:
 
     def abort(self) -> None:
         """Drop the TCP connection at once."""
-        transport = self.request.transport
+        transport = self.request.transport if self.request is not None else None
         if transport is not None:
             transport.abort()
+
+    # ------------------------------------------------------------------ resume
+    def discard(self) -> None:
+        """Forget the WebSocket without closing it: another Session took it over (resume)."""
+        self.ws = self.request = None
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+
+    def detach(self) -> None:
+        """The WebSocket ended without a close from either side: keep the session (uid, rooms,
+        queued and unacknowledged frames) for ``resume_window`` seconds, then end it."""
+        log.info("connection %d (uid %s): connection lost, session kept %.0f s for a resume",
+                 self.cid, self.uid, self.limits.resume_window)
+        self.ws = None
+        self.request = None
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+        self._resume_timer = self._loop.call_later(self.limits.resume_window, self._expire)
+
+    def _expire(self) -> None:
+        self._resume_timer = None
+        if self.ws is None and not self.closing:
+            log.info("connection %d (uid %s): not resumed in time", self.cid, self.uid)
+            self.close(p.CloseCode.NORMAL, "resume window expired", frame=False, flush=False)
+
+    def adopt(self, ws: web.WebSocketResponse, request: web.Request, peer_ip: str,
+              welcome: Callable[[p.Connection], bytes], client_seq: int) -> None:
+        """Serve this session over a new WebSocket (the client resumed it): the WELCOME first,
+        then every frame the client has not acknowledged, except deliveries that timed out
+        meanwhile, then whatever comes next. A previous WebSocket still open (a half-open link
+        the client gave up on) is dropped. RemoteProtocolError if ``client_seq`` is impossible.
+        """
+        acked, replay = self.conn.resume_from(
+            client_seq, keep=lambda tag: not (isinstance(tag, Pending) and tag.done))
+        for tag in acked.tags:  # the client had them; only its ACK was lost with the socket
+            if isinstance(tag, Pending):
+                tag.resolve(UserMessageSendResult.SUCCESS)
+        if self.ws is not None and self.ws is not ws:
+            self.abort()
+        if self._writer is not None:
+            self._writer.cancel()
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        self.ws, self.request, self.peer_ip = ws, request, peer_ip
+        self.conn.reopen()
+        self._out.clear()  # what was queued is either in the replay or unsequenced (droppable)
+        self._out.append((welcome(self.conn), None))
+        self._out.extend((data, None) for data in replay)
+        self._progress()
+        self._wake.set()
+        self._writer = self._loop.create_task(self._write_loop())
 
     async def wait_closed(self) -> None:
         """Wait (bounded) until the writer finished closing; abort the connection if it hangs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .fault_proxy import FaultProxy
 from .server_thread import ServerHandle, serve_in_thread
 
-__all__ = ["ServerHandle", "serve_in_thread"]
+__all__ = ["FaultProxy", "ServerHandle", "serve_in_thread"]

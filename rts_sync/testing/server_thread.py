@@ -27,15 +27,20 @@ _thread_ids = itertools.count(1)
 
 
 def serve_in_thread(apps: Mapping[str, str], host: str = "127.0.0.1", port: int = 0,
-                    limits: Optional[Mapping[str, Any]] = None) -> ServerHandle:
+                    limits: Optional[Mapping[str, Any]] = None,
+                    access_keys: Optional[Mapping[str, str]] = None) -> ServerHandle:
     """Start a server for ``apps`` (app id -> app key) on its own event loop in a daemon thread
     named ``rts-server-<n>``; return once it listens (``port=0``: any free port).
+
+    ``access_keys`` (access key id -> secret key) are the credentials of the push API at
+    ``handle.http_url`` (``POST /?Action=SendUnicast&Version=2020-12-01``).
 
     Raises ValueError for a bad configuration and the startup error (e.g. OSError when the port
     is taken) if the server cannot listen.
     """
     config = ServerConfig(apps=dict(apps), host=host, port=port,
-                          limits=Limits.from_mapping(limits or {}))
+                          limits=Limits.from_mapping(limits or {}),
+                          access_keys=dict(access_keys or {}))
     handle = ServerHandle(config)
     handle._start()
     return handle
@@ -67,7 +72,7 @@ class ServerHandle:
 
     @property
     def http_url(self) -> str:
-        """The base URL of ``/healthz`` and ``/metrics``."""
+        """The base URL of ``/healthz``, ``/metrics`` and the push API (``POST /?Action=...``)."""
         return "http://%s:%d" % (self._url_host(), self.port)
 
     def _url_host(self) -> str:

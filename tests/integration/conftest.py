@@ -39,7 +39,8 @@ class Recorder(rts_sync.RTSEventHandler):
     def wait_for(self, pred: Callable[[], Any], timeout: float = WAIT) -> Any:
         with self.cond:
             result = self.cond.wait_for(pred, timeout)
-        assert result, "timed out waiting; events: %r" % (self.events[-20:],)
+        assert result, "timed out waiting; events: %r" % (
+            [e for e in self.events if e[0] != "stats"][-20:],)
         return result
 
     def wait_count(self, name: str, n: int, timeout: float = WAIT) -> List[Tuple[Any, ...]]:
@@ -69,6 +70,15 @@ class Recorder(rts_sync.RTSEventHandler):
 
     def on_create_room_state_changed(self, room_id: str, error_code: int) -> None:
         self._add("create", room_id, error_code)
+
+    def on_local_proxy_state_changed(self, type: int, state: int, error: int) -> None:
+        self._add("proxy", type, state, error)
+
+    def on_network_type_changed(self, type: int) -> None:
+        self._add("network", type)
+
+    def on_sys_stats(self, stats: Any) -> None:
+        self._add("stats", stats)
 
 
 def token(uid: str, app_id: str = APP_ID, app_key: str = APP_KEY, lifetime: int = 3600) -> str:

@@ -17,6 +17,7 @@ from rts_sync import (
     MessageTooLargeError,
     NoReceiverError,
     NotLoggedInError,
+    SendTimeoutError,
     UserMessageSendResult,
 )
 
@@ -139,13 +140,14 @@ def test_pull_style_messages(engines: Any) -> None:
         next(alice.messages(timeout=0))
 
 
-def test_server_going_away_fails_pending_sends_with_broken() -> None:
+def test_server_going_away_fails_pending_sends_within_their_timeout() -> None:
     from conftest import APP_ID, APP_KEY
 
     from rts_sync.testing import serve_in_thread
 
     with serve_in_thread(apps={APP_ID: APP_KEY}) as srv:
-        with rts_sync.create_rts(APP_ID, Recorder(), server_url=srv.url) as alice, \
+        rec = Recorder()
+        with rts_sync.create_rts(APP_ID, rec, {"send_timeout": 2.0}, server_url=srv.url) as alice, \
                 rts_sync.create_rts(APP_ID, None, {"message_queue_size": 1},
                                     server_url=srv.url) as bob:
             alice.login(token("alice"), "alice").result(WAIT)
@@ -154,8 +156,13 @@ def test_server_going_away_fails_pending_sends_with_broken() -> None:
             ops = [alice.send_message("bob", "x" * 1000) for _ in range(20000)]
             srv.stop()
             errors = [op.exception(WAIT) for op in ops]
-            assert any(isinstance(e, ConnectionBrokenError) and e.code == 2 for e in errors)
-            assert alice.stats()["logged_in"] is False
+            # the server is gone for good: every message not confirmed fails, none hangs
+            assert all(e is None or isinstance(e, (SendTimeoutError, ConnectionBrokenError))
+                       for e in errors)
+            assert any(e is not None for e in errors)
+            rec.wait_for(lambda: any(s[0] == rts_sync.ConnectionState.RECONNECTING
+                                     for s in rec.of("state")))
+            assert alice.stats()["logged_in"] is True  # still wants to be: it keeps trying
 
 
 def test_engines_through_a_separate_server_process(engines: Any) -> None:
@@ -190,8 +197,10 @@ def test_engines_through_a_separate_server_process(engines: Any) -> None:
         assert arec.wait_count("bin", 1) == [("bob", b"\x00bin")]
         proc.terminate()
         assert proc.wait(10) == 0
-        arec.wait_for(lambda: any(s[0] == rts_sync.ConnectionState.DISCONNECTED
-                                  for s in arec.of("state")))
+        # the server went away (GOING_AWAY): the engine keeps its session and reconnects
+        arec.wait_for(lambda: (rts_sync.ConnectionState.RECONNECTING,
+                               rts_sync.ConnectionStateChangeReason.SERVER_CLOSED)
+                      in arec.of("state"))
     finally:
         if proc.poll() is None:
             proc.kill()
