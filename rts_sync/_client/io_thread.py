@@ -432,6 +432,7 @@ class IOThread(Messaging, RoomOps, Reconnect):
         elif t is Result:
             for seq in ev.seqs:
                 entry = self._sends.pop(seq, None)
+                self._unreliable.discard(seq)
                 if entry is not None:
                     self._send_done(entry[1], ev.code, ev.body, entry[2], tasks)
         elif t is Acked:
@@ -476,17 +477,14 @@ class IOThread(Messaging, RoomOps, Reconnect):
             self._write(self.conn.ping(0))
 
     def heartbeat_timeout(self) -> None:
+        """The link is dead: drop the socket without a protocol CLOSE (which would end the
+        session on the server) so the session can be resumed over a new connection."""
         if self.sock is not None:
-            tasks: Tasks = []
-            self._close_session(CloseCode.GOING_AWAY, "heartbeat timeout", Reason.HEARTBEAT_TIMEOUT,
-                                tasks)
-            self.core.dispatcher.submit_many(tasks)
+            self._lost(Reason.HEARTBEAT_TIMEOUT, "no frame from the server in time")
 
     def network_changed(self) -> None:
-        """The supervisor saw the network change: the session's path is likely gone."""
+        """The supervisor saw the network change: the session's path is likely gone; drop the
+        socket (no protocol CLOSE) and reconnect at once over the new path, resuming."""
         if self.sock is not None:
-            tasks: Tasks = []
-            self._close_session(CloseCode.GOING_AWAY, "network changed", Reason.NETWORK_CHANGED,
-                                tasks)
-            self.core.dispatcher.submit_many(tasks)
+            self._lost(Reason.NETWORK_CHANGED, "network changed")
 

@@ -7,7 +7,7 @@ Every method here runs on the I/O thread. Results reach the user as dispatcher t
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Optional, Set, Tuple
 
 from ..enums import ConnectionState, ConnectionStateChangeReason, LoginErrorCode, RoomMessageSendResult
 from ..enums import UserMessageSendResult as R
@@ -61,6 +61,7 @@ class Messaging(ServerMessages):
         _login: Optional[Login]
         _logout_op: Optional[Operation]
         _sends: Dict[int, Tuple[float, SendOperation, Optional[str]]]
+        _unreliable: Set[int]
 
         def _request(self, op: int, args: List[Any], on_response: ResponseFn,
                      on_fail: FailFn) -> None: ...
@@ -194,6 +195,8 @@ class Messaging(ServerMessages):
             return
         seq, data = conn.send(kind, target, config, payload, reliable=config == 0)
         self._sends[seq] = (time.monotonic() + self.core.config.send_timeout, op, room)
+        if config != 0:
+            self._unreliable.add(seq)  # not kept for a resume: fails if the link drops
         if self.conn is not None:
             self._write(data)  # else it is sent again when the session resumes
 

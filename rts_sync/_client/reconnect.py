@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Optional, Set, Tuple
 
 from ..enums import ConnectionState, ConnectionStateChangeReason, LoginErrorCode, LogoutReason
 from ..enums import UserMessageSendResult as R
@@ -65,6 +65,7 @@ class Reconnect:
         def _send_failed(self, op: SendOperation, code: int, detail: str, tasks: Tasks,
                          room: Optional[str] = None) -> None: ...
         def _rejoin_rooms(self, tasks: Tasks) -> None: ...
+        def reapply_server_params(self) -> None: ...
 
     def _init_reconnect(self) -> None:
         #: The user wants to stay logged in: reconnect after a drop (False after logout/kick).
@@ -77,6 +78,8 @@ class Reconnect:
         self.token_rejected = False
         self.reconnecting = False
         self.lost_at = 0.0
+        #: Seqs of unreliable sends waiting for their result.
+        self._unreliable: Set[int] = set()
         self._resume_conn: Optional[Connection] = None
 
     # ------------------------------------------------------------------ losing a connection
@@ -91,10 +94,12 @@ class Reconnect:
             self.lost_at = time.monotonic()
         if conn is not None and self.session_id is not None:
             self._resume_conn = conn
-            unacked = set(conn.unacked_seqs())
-            for seq in [s for s in self._sends if s not in unacked]:  # unreliable: not resent
-                _, op, room = self._sends.pop(seq)
-                self._send_failed(op, R.BROKEN, "connection lost: " + detail, tasks, room)
+            for seq in self._unreliable:  # never resent: their fate is unknown
+                entry = self._sends.pop(seq, None)
+                if entry is not None:
+                    self._send_failed(entry[1], R.BROKEN, "connection lost: " + detail, tasks,
+                                      entry[2])
+            self._unreliable.clear()
         else:
             self._resume_conn = None
             self._fail_unknown(detail, tasks)
@@ -163,7 +168,7 @@ class Reconnect:
                 sid = result.get("session") if isinstance(result, dict) else None
                 self.session_id = sid if isinstance(sid, str) else None
                 self._rejoin_rooms(t)
-                self._reapply_server_params(t)
+                self.reapply_server_params()  # on_server_params_set_result fires again
                 self._reconnected(Reason.CONNECT_SUCCESS, t)
                 return
             elapsed = int((time.monotonic() - t0) * 1000)
@@ -186,12 +191,6 @@ class Reconnect:
 
         self._request(Op.LOGIN, [self.token, self.uid, self.core.business_id, 1], done, failed)
 
-    def _reapply_server_params(self, tasks: Tasks) -> None:
-        """Set the app-server parameters of the old session on the new one (if any were set)."""
-        params = getattr(self, "server_params", None)
-        if params:
-            self._request(Op.SET_SERVER_PARAMS, list(params), lambda c, r, t: None,
-                          lambda e, t: log.info("re-applying server params failed: %s", e))
 
     def _reconnected(self, reason: Reason, tasks: Tasks) -> None:
         self.reconnecting = False

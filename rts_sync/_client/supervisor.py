@@ -130,6 +130,16 @@ class Supervisor:
             self._next_try = now + delay
             self._cond.notify()
 
+    @property
+    def attempts(self) -> int:
+        """Reconnect attempts since the last stable connection."""
+        return self._attempt
+
+    @property
+    def next_attempt_at(self) -> Optional[float]:
+        """When the next reconnect attempt is due (the injected clock's time), if one is."""
+        return self._next_try
+
     def reconnected(self) -> None:
         """A session is up again: it counts as stable after ``stable_after`` seconds."""
         with self._cond:

@@ -6,7 +6,7 @@ Sizes and protective limits are on by default. The rate limits (``p2p_qps``, ``r
 ``server_qps``) are Volcengine's cloud quotas (reference §7) and are off (0) unless configured;
 the recommended setting that mirrors the cloud service is::
 
-    --limit p2p_qps=100 --limit room_qps=65 --limit server_qps=20
+    --limit p2p_qps=100 --limit room_qps=65 --limit server_qps=20 --limit push_qps=500
 """
 
 from __future__ import annotations

@@ -177,8 +177,11 @@ class Forwarder:
             waker = self._wakers.setdefault(session, asyncio.Event())
             waker.clear()
             await waker.wait()
-        if session.closing or self._client is None:
+        if session.closing:
             return None
+        if self._client is None:  # not started, or shutting down
+            return UserMessageSendResult.E2BS_SEND_FAILED
+        self.metrics.messages["server"] += 1
         self._outstanding[session] = self._outstanding.get(session, 0) + 1
         task = asyncio.get_running_loop().create_task(
             self._run(session, seq, params, session.app_id or "", session.uid or "", payload))

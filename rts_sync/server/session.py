@@ -225,18 +225,19 @@ class Session:
 
     # ------------------------------------------------------------------ writer
     def _take(self) -> List[bytes]:
-        """Everything there is to write now: the cumulative ACK, the queued frames in order,
+        """Everything there is to write now: the queued frames in order, the cumulative ACK,
         then the coalesced RESULTs. Frames go out in the order of their sequence numbers: the
-        queued ones were numbered when queued, the RESULTs are numbered here, after them."""
+        queued ones were numbered when queued, the RESULTs are numbered here, after them. The
+        ACK follows the queued frames so that a WELCOME queued by a resume goes first."""
         batch: List[bytes] = []
         took = bool(self._out) or bool(self._results)
         try:
-            ack = self.conn.ack()
-            if ack is not None:
-                batch.append(ack)
             for data, pending in self._out:
                 if pending is None or not pending.done:  # a timed-out one is never delivered
                     batch.append(data)
+            ack = self.conn.ack()
+            if ack is not None:
+                batch.append(ack)
             for code, seqs in self._results.items():
                 for i in range(0, len(seqs), _RESULT_CHUNK):
                     batch.append(self.conn.result(code, seqs[i:i + _RESULT_CHUNK]))
@@ -276,8 +277,10 @@ class Session:
             raise
         except Exception as exc:  # the transport broke under us
             log.debug("connection %d: write failed: %r", self.cid, exc)
-            self.close(p.CloseCode.NORMAL, "connection lost", frame=False)
-            self.abort()
+            if self.ws is ws:
+                # Drop the connection; its reader then ends and decides: keep the session for
+                # a resume (logged in) or close it. Frames not written stay unacknowledged.
+                self.abort()
 
     # ------------------------------------------------------------------ closing
     def close(self, code: int, reason: str, *, frame: bool = True, flush: bool = True) -> None:

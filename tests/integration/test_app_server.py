@@ -231,11 +231,16 @@ def test_concurrent_requests_per_app_are_bounded_and_the_rest_wait(app: AppServe
         try:
             users = [with_params(make, uid, app.url("/slow")) for uid in ("u1", "u2", "u3")]
             ops = [rts.send_server_message("%d" % i) for rts, _ in users for i in range(2)]
+            # u1 has 2 (app_server_concurrency) outstanding: its connection is read no further
+            ops.append(users[0][0].send_server_message("third"))
+            peer = users[0][0].send_message("u2", "paced")
             app.wait_active(2)
             time.sleep(0.3)  # the other four wait for a slot: none reaches the app server
             assert app.active == 2 and len(app.requests) == 2
+            assert not peer.done()
             app.release.set()
-            assert [op.result(WAIT) for op in ops] == [b"late"] * 6
+            assert [op.result(WAIT) for op in ops] == [b"late"] * 7
+            assert peer.result(WAIT) == 0
             assert app.max_active == 2
         finally:
             next(factory, None)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -240,3 +243,36 @@ def test_without_access_keys_the_push_api_is_closed_and_push_qps() -> None:
         codes = [push(srv.http_url, "SendUnicast", dict(body, Message=str(i)))[1]
                  ["ResponseMetadata"]["Error"]["Code"] for i in range(6)]
         assert codes[:2] == ["UserNotOnline"] * 2 and "FlowLimitExceeded" in codes, codes
+
+
+def test_rts_server_process_with_access_key(engines: EngineFactory) -> None:
+    """The deployable server: ``rts-server --access-key AK:SK`` serves the push API."""
+    from rts_sync.server.__main__ import main
+
+    assert main(["--app", "%s:%s" % (APP_ID, APP_KEY), "--access-key", "no-colon"]) == 2
+    assert main(["--app", "%s:%s" % (APP_ID, APP_KEY), "--access-key", "A:1",
+                 "--access-key", "A:2"]) == 2
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rts_sync.server", "--app", "%s:%s" % (APP_ID, APP_KEY),
+         "--access-key", "%s:%s" % (AK, SK), "--port", "0", "--log-level", "INFO"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        port = 0
+        for line in proc.stderr:
+            if "listening on" in line:
+                port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+                assert "keys: " + AK in line
+                break
+        assert port, "rts-server did not start"
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        bob, brec = engines(url="ws://127.0.0.1:%d/rts" % port)
+        assert bob.login(mint_login_token(APP_ID, APP_KEY, "bob"), "bob").result(WAIT) == 0
+        ok, answer = volc_call(volc_rtc("http://127.0.0.1:%d" % port), "SendUnicast", {
+            "AppId": APP_ID, "From": FROM, "To": "bob", "Binary": False, "Message": "hi"})
+        assert ok, answer
+        assert brec.wait_count("msg", 1) == [(FROM, "hi")]
+        bob.destroy()
+    finally:
+        proc.terminate()
+        proc.wait(10)

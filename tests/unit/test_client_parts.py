@@ -218,3 +218,48 @@ def test_inbox_bounded_blocking_and_close() -> None:
     box.close()
     with pytest.raises(ClientClosed):
         box.get(None)
+
+
+# ---------------------------------------------------------------- reconnect backoff
+def test_backoff_is_capped_exponential_with_full_jitter() -> None:
+    from rts_sync._client.supervisor import Backoff
+
+    top = Backoff(0.2, 10.0, rng=lambda: 1.0)
+    assert [top.delay(n) for n in range(8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0]
+    assert top.delay(10_000) == 10.0  # no overflow for huge attempt counts
+    assert Backoff(0.2, 10.0, rng=lambda: 0.0).delay(5) == 0.0
+    assert Backoff(0.2, 10.0, rng=lambda: 0.5).delay(3) == 0.8
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reconnect_attempts_reset_only_after_a_stable_connection() -> None:
+    from rts_sync._client.config import RuntimeConfig
+    from rts_sync._client.supervisor import HeartbeatPolicy, Supervisor
+
+    clock = _Clock()
+    cfg = RuntimeConfig(reconnect_backoff_base=1.0, reconnect_backoff_cap=64.0, stable_after=10.0)
+    sup = Supervisor("t", io=None, urls=lambda: [],  # type: ignore[arg-type]
+                     heartbeat=lambda: HeartbeatPolicy(5, 8), connect_timeout=lambda: 1.0,
+                     clock=clock, config=lambda: cfg)  # never started: no thread
+    delays = []
+    for _ in range(4):
+        sup.request_reconnect()
+        delays.append(sup.attempts)
+    assert delays == [1, 2, 3, 4]
+    sup.reconnected()
+    clock.now += 3.0  # connected only briefly: the backoff keeps growing
+    sup.request_reconnect()
+    assert sup.attempts == 5
+    sup.reconnected()
+    clock.now += 10.0  # a stable connection: start again from the first step
+    sup.request_reconnect()
+    assert sup.attempts == 1
+    sup.request_reconnect(immediately=True)
+    assert sup.next_attempt_at == clock.now
