@@ -51,6 +51,7 @@ from .messaging import Login, Messaging
 from .operations import Operation, SendOperation
 from .reconnect import Reconnect
 from .room_ops import RoomOps, RoomState
+from .states import allowed
 from .wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, WsParser, encode_frame
 
 if TYPE_CHECKING:
@@ -413,6 +414,9 @@ class IOThread(Messaging, RoomOps, Reconnect):
                    tasks: Optional[Tasks] = None) -> None:
         if state == self.state:
             return
+        if not allowed(self.state, state):
+            log.error("connection state %s -> %s is not in the state table (a bug)",
+                      self.state.name, state.name)
         log.info("connection state %s -> %s (%s)", self.state.name, state.name, reason.name)
         self.state = state
         item = self.core.emit.task(CONN_LANE, "on_connection_state_changed", (state, reason))

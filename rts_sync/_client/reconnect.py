@@ -24,6 +24,7 @@ from ..protocol import CloseCode, Connection, Op, Welcome
 from .dispatcher import Task
 from .events import CONN_LANE
 from .operations import SendOperation
+from .states import lost_due
 
 if TYPE_CHECKING:
     from .core import EngineCore
@@ -121,8 +122,7 @@ class Reconnect:
         """An attempt failed: try again (the supervisor adds the backoff); LOST after a while."""
         if not self.reconnect_wanted:
             return
-        if (self.state == ConnectionState.RECONNECTING and
-                time.monotonic() - self.lost_at >= self.core.config.lost_after):
+        if lost_due(self.state, self.lost_at, time.monotonic(), self.core.config.lost_after):
             self._set_state(ConnectionState.LOST, Reason.CONNECT_FAILED)
         self.core.supervisor.request_reconnect()
 

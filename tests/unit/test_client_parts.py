@@ -263,3 +263,37 @@ def test_reconnect_attempts_reset_only_after_a_stable_connection() -> None:
     assert sup.attempts == 1
     sup.request_reconnect(immediately=True)
     assert sup.next_attempt_at == clock.now
+
+
+# ---------------------------------------------------------------- connection state table
+def test_state_table() -> None:
+    from rts_sync import ConnectionState as S
+    from rts_sync._client.states import TRANSITIONS, allowed, lost_due
+
+    assert allowed(S.DISCONNECTED, S.CONNECTING) and allowed(S.RECONNECTING, S.RECONNECTED)
+    assert not allowed(S.DISCONNECTED, S.CONNECTED)  # never without CONNECTING first
+    assert not allowed(S.CONNECTED, S.RECONNECTED)  # only after RECONNECTING
+    assert not any(S.FAILED in pair for pair in TRANSITIONS)
+    # every state but FAILED can be reached and left
+    states = {s for pair in TRANSITIONS for s in pair}
+    assert states == set(S) - {S.FAILED}
+    # LOST: only while reconnecting, only once lost_after has passed (an injected clock)
+    assert not lost_due(S.RECONNECTING, lost_at=100.0, now=109.9, lost_after=10.0)
+    assert lost_due(S.RECONNECTING, lost_at=100.0, now=110.0, lost_after=10.0)
+    assert not lost_due(S.LOST, lost_at=100.0, now=200.0, lost_after=10.0)
+    assert not lost_due(S.CONNECTED, lost_at=100.0, now=200.0, lost_after=10.0)
+
+
+def test_no_state_change_outside_the_table_in_a_real_session(caplog: pytest.LogCaptureFixture) -> None:
+    """The I/O thread logs an error for a change outside the table; a real run logs none."""
+    import rts_sync
+    from rts_sync.testing import serve_in_thread
+    from rts_sync.token import mint_login_token
+
+    app, key = "rtsapp000000000000000001", "k"
+    with serve_in_thread(apps={app: key}) as srv, \
+            rts_sync.create_rts(app, server_url=srv.url) as rts:
+        rts.login(mint_login_token(app, key, "a"), "a").result(10)
+        rts.logout().result(10)
+        rts.login(mint_login_token(app, key, "a"), "a").result(10)
+    assert not [r for r in caplog.records if "state table" in r.getMessage()]
