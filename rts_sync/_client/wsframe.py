@@ -8,6 +8,7 @@ and the frame size limit is checked from the header, before the body is buffered
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Tuple
 
 from websocket import ABNF
@@ -25,9 +26,33 @@ OP_PING = 0x9
 OP_PONG = 0xA
 
 
+class _MaskKeys:
+    """4-byte masking keys from the OS's strong random source (RFC 6455 §5.3), drawn 4 KiB at
+    a time instead of one ``os.urandom`` call per frame.
+
+    Threading: used by the I/O thread only.
+    """
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def __call__(self, n: int) -> bytes:
+        if self._pos + n > len(self._pool):
+            self._pool, self._pos = os.urandom(4096), 0
+        key = self._pool[self._pos:self._pos + n]
+        self._pos += n
+        return key
+
+
+_mask_keys = _MaskKeys()
+
+
 def encode_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
     """One masked client frame (RFC 6455 §5.3), encoded by websocket-client."""
-    frame: bytes = ABNF.create_frame(payload, opcode).format()
+    abnf = ABNF.create_frame(payload, opcode)
+    abnf.get_mask_key = _mask_keys
+    frame: bytes = abnf.format()
     return frame
 
 

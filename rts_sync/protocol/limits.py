@@ -5,6 +5,7 @@ Sans-IO: no sockets, threads, clocks or logging here.
 
 from __future__ import annotations
 
+import functools
 import re
 from enum import IntEnum
 
@@ -43,7 +44,13 @@ def default_max_frame(max_payload: int = MAX_PAYLOAD) -> int:
 
 def is_valid_id(value: object) -> bool:
     """True when ``value`` is a str matching ``[a-zA-Z0-9_@\\-.]{1,128}``."""
-    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+    return isinstance(value, str) and _valid_str_id(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_str_id(value: str) -> bool:
+    # Cached: the same few peer and room ids are checked for every message.
+    return ID_PATTERN.fullmatch(value) is not None
 
 
 def payload_size(payload: str | bytes) -> int:
