@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Dict, Mapping, Optional, Set
 
@@ -24,7 +25,8 @@ PARAMETER_DOCS: Dict[str, str] = {
     "heartbeat_timeout": "seconds without any frame from the server before the link is "
                          "declared dead (default 8.0; must exceed heartbeat_interval and stay "
                          "below twice it)",
-    "connect_timeout": "seconds for TCP connect + WebSocket handshake (default 10.0)",
+    "connect_timeout": "seconds for TCP connect + TLS + WebSocket handshake, and then for the "
+                       "server's WELCOME (default 10.0)",
     "request_timeout": "seconds to wait for the server's answer to a request such as login or "
                        "an online-status query (default 10.0)",
     "send_timeout": "seconds after which a reliable message without a result fails with "
@@ -49,6 +51,9 @@ PARAMETER_DOCS: Dict[str, str] = {
     "stats_interval": "seconds between on_sys_stats callbacks, which are also the ticks at "
                       "which the network type is checked while logged in or connecting "
                       "(default 2.0, at least 0.1)",
+    "tls_ca_file": "path of a PEM file of the CA certificates that wss:// servers must be "
+                   "signed by, instead of the system's trusted CAs (default \"\": the system's); "
+                   "certificate and host name are verified either way",
 }
 
 
@@ -73,6 +78,7 @@ class RuntimeConfig:
     reconnect_backoff_cap: float = 10.0
     lost_after: float = 10.0
     stable_after: float = 10.0
+    tls_ca_file: str = ""
 
     def with_parameters(self, params: Optional[Mapping[str, Any]],
                         warned: Optional[Set[str]] = None) -> RuntimeConfig:
@@ -91,7 +97,10 @@ class RuntimeConfig:
                     if warned is not None:
                         warned.add(key)
                 continue
-            changes[key] = _coerce(key, value, known[key] == "int")
+            if known[key] == "str":
+                changes[key] = _ca_file(key, value)
+            else:
+                changes[key] = _coerce(key, value, known[key] == "int")
         cfg = replace(self, **changes)
         cfg.validate()
         return cfg
@@ -105,6 +114,16 @@ class RuntimeConfig:
             raise InvalidArgumentError("dispatcher_threads must be at most 64")
         if self.stats_interval < 0.1:
             raise InvalidArgumentError("stats_interval must be at least 0.1 s")
+
+
+def _ca_file(key: str, value: Any) -> str:
+    """A readable file path (or "" for none)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidArgumentError("runtime parameter %s must be a file path, got %r" % (key, value))
+    path = os.fspath(value)
+    if path and not os.path.isfile(path):
+        raise InvalidArgumentError("runtime parameter %s: no such file: %r" % (key, path))
+    return str(path)
 
 
 def _coerce(key: str, value: Any, integral: bool) -> Any:

@@ -106,6 +106,9 @@ class IOThread(Messaging, RoomOps, Reconnect):
         self._login: Optional[Login] = None
         self._logout_op: Optional[Operation] = None
         self._kicked = False
+        #: When the WELCOME of the current socket is due (None once it came): a server that
+        #: never finishes the handshake cannot keep a login or reconnect waiting for ever.
+        self._handshake_deadline: Optional[float] = None
         self._requests: Dict[int, Tuple[float, ResponseFn, FailFn]] = {}
         #: seq -> (deadline, operation, room id or None for a peer message)
         self._sends: Dict[int, Tuple[float, SendOperation, Optional[str]]] = {}
@@ -189,9 +192,10 @@ class IOThread(Messaging, RoomOps, Reconnect):
             fn(*args)
 
     def _next_timeout(self) -> Optional[float]:
-        deadline = None
+        deadline = self._handshake_deadline
         if self._requests:
-            deadline = next(iter(self._requests.values()))[0]
+            d = next(iter(self._requests.values()))[0]
+            deadline = d if deadline is None else min(deadline, d)
         if self._sends:
             d = next(iter(self._sends.values()))[0]
             deadline = d if deadline is None else min(deadline, d)
@@ -201,6 +205,10 @@ class IOThread(Messaging, RoomOps, Reconnect):
 
     def _expire(self, now: float) -> None:
         tasks: Tasks = []
+        if self._handshake_deadline is not None and now >= self._handshake_deadline:
+            self._handshake_deadline = None
+            self._end_session(Reason.HEARTBEAT_TIMEOUT, "no WELCOME from the server within %gs"
+                              % self.core.config.connect_timeout, tasks)
         while self._requests:
             rid, (deadline, _, on_fail) = next(iter(self._requests.items()))
             if deadline > now:
@@ -293,6 +301,8 @@ class IOThread(Messaging, RoomOps, Reconnect):
         if self.paused:
             self.paused = False
             self.last_rx = time.monotonic()
+            if self._handshake_deadline is not None:  # the WELCOME may be waiting unread
+                self._handshake_deadline = self.last_rx + self.core.config.connect_timeout
             self._set_interest()
 
     def _close_reason(self, code: int) -> Reason:
@@ -315,6 +325,7 @@ class IOThread(Messaging, RoomOps, Reconnect):
         self._interest = 0
         self.paused = False
         self.last_rx = time.monotonic()
+        self._handshake_deadline = self.last_rx + self.core.config.connect_timeout
         self._kicked = False
         self._write(self.conn.hello(self.core.app_id, self.core.sdk_version,
                                     session_id=session_id))
@@ -356,6 +367,7 @@ class IOThread(Messaging, RoomOps, Reconnect):
         self._end_session(reason, detail, tasks)
 
     def _end_session(self, reason: Reason, detail: str, tasks: Tasks) -> None:
+        self._handshake_deadline = None
         if self.sock is None:
             return
         log.info("session with %s ended: %s (%s)", self._url, reason.name, detail)
@@ -457,6 +469,7 @@ class IOThread(Messaging, RoomOps, Reconnect):
             elif ev.kind in (NoticeKind.USER_JOINED, NoticeKind.USER_LEFT, NoticeKind.ROOM_STATE):
                 self._on_room_notice(ev, tasks)
         elif t is Welcome:
+            self._handshake_deadline = None
             if self.reconnecting and self._login is None:
                 self._on_reconnect_welcome(ev, tasks)
             else:

@@ -95,7 +95,7 @@ class Supervisor:
         self._attempt = 0
         self._next_try: Optional[float] = None
         self._connected_at: Optional[float] = None
-        self.connector = Connector()
+        self.connector = Connector(lambda: self._config().tls_ca_file)
         self._thread = threading.Thread(target=self._run, name="rts-supervisor-%s" % name,
                                         daemon=True)
 

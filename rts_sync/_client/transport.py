@@ -15,7 +15,7 @@ import logging
 import socket
 import ssl
 import threading
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import websocket
@@ -24,6 +24,7 @@ from ..errors import ConnectionLost, ConnectTimeout, InvalidArgumentError, Trans
 from ..types import LocalProxyConfiguration
 from .netinfo import CellularPath
 from .proxy import ProxyStateFn, open_tunnel
+from .tls import client_ssl_context
 
 __all__ = ["Connector", "bind_to_interface", "parse_server_url"]
 
@@ -70,10 +71,14 @@ def _no_proxy_state(*args: object) -> None:
 class Connector:
     """Opens connections; ``abort()`` from another thread interrupts one in progress.
 
+    ``ca_file()`` is the ``tls_ca_file`` runtime parameter at each attempt ("" = the system's
+    CAs).
+
     Threading: ``connect`` runs on the supervisor thread; ``abort`` may be called from any thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ca_file: Callable[[], str] = lambda: "") -> None:
+        self._ca_file = ca_file
         self._lock = threading.Lock()
         self._current: Optional[socket.socket] = None
         self._aborted = False
@@ -158,6 +163,13 @@ class Connector:
             with self._lock:
                 self._current = None
 
+    def _tls_context(self) -> ssl.SSLContext:
+        ca_file = self._ca_file()
+        try:
+            return client_ssl_context(ca_file)
+        except OSError as exc:  # the file is gone or holds no certificate
+            raise ConnectionLost("TLS: cannot use tls_ca_file %r: %s" % (ca_file, exc)) from exc
+
     def _open(self, sock: socket.socket, addr: Any, url: str, host: str, secure: bool,
               timeout: float, path: Optional[CellularPath]) -> socket.socket:
         """Connect ``sock`` to ``addr`` (None: it is connected already), then TLS and upgrade."""
@@ -167,13 +179,15 @@ class Connector:
                 self._prepare(sock, path)
                 sock.connect(addr)
             if secure:
-                ctx = ssl.create_default_context()
-                sock = ctx.wrap_socket(sock, server_hostname=host)
+                sock = self._tls_context().wrap_socket(sock, server_hostname=host)
             ws = websocket.WebSocket(skip_utf8_validation=True)
             ws.connect(url, socket=sock, timeout=timeout,  # type: ignore[no-untyped-call]
                        suppress_origin=True)
         except socket.timeout as exc:
             raise ConnectTimeout("connecting to %s timed out after %gs" % (url, timeout)) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectionLost("TLS certificate verification failed for %s: %s"
+                                 % (url, exc.verify_message or exc)) from exc
         except ssl.SSLError as exc:
             raise ConnectionLost("TLS with %s failed: %s" % (url, exc)) from exc
         except websocket.WebSocketBadStatusException as exc:

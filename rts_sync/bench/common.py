@@ -48,7 +48,7 @@ class Sizes:
     capacity_connections: int = 10000
     capacity_concurrency: int = 200
     capacity_hold: float = 10.0
-    capacity_pairs: int = 50
+    capacity_pairs: int = 500
     capacity_seconds: float = 5.0
     capacity_window: int = 32
     #: Seconds a single workload may take before it gives up (what was measured is kept).
@@ -73,7 +73,7 @@ def make_payload(seq: int) -> str:
     return head + _PAD[len(head):]
 
 
-def parse_payload(payload: Any) -> "tuple[int, int]":
+def parse_payload(payload: Any) -> tuple[int, int]:
     """(seq, send time in ns) of :func:`make_payload`'s text (or its UTF-8 bytes)."""
     if isinstance(payload, (bytes, bytearray)):
         payload = payload.decode("ascii")

@@ -39,6 +39,9 @@ def create_app(config: ServerConfig) -> web.Application:
     app.on_startup.append(hub.forwarder.start)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(hub.forwarder.close)
+    if hub.cluster is not None:  # cluster mode: join at startup, leave after the shutdown
+        app.on_startup.append(hub.cluster.start)
+        app.on_cleanup.append(hub.cluster.close)
     return app
 
 
@@ -47,12 +50,15 @@ async def _rts(request: web.Request) -> web.StreamResponse:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response(request.app[HUB].stats())
+    stats = request.app[HUB].stats()
+    return web.json_response(stats, status=200 if stats.get("status") == "ok" else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     text = hub.metrics.render(len(hub.connections), hub.sessions_per_app(), hub.rooms_per_app())
+    if hub.cluster is not None:
+        text += hub.cluster.render_metrics()
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 

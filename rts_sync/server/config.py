@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..protocol import FRAME_OVERHEAD, MAX_PAYLOAD, default_max_frame
 from ..token import APP_ID_LENGTH
@@ -40,6 +40,9 @@ class Limits:
     max_payload: int = MAX_PAYLOAD
     #: A connection that has not logged in this long after opening is closed (LOGIN_TIMEOUT).
     login_timeout: float = 10.0
+    #: Login: a token issued (its ``issued_at``) more than this many seconds in the future, by
+    #: the server's clock, is refused as not valid yet (-1000); tolerates clocks that disagree.
+    token_clock_skew: float = 300.0
     #: A reliable peer message not acknowledged by the receiver's SDK in this time gets
     #: RESULT 1 (TIMEOUT) and is not delivered afterwards if still queued.
     message_timeout: float = 10.0
@@ -83,6 +86,11 @@ class Limits:
     #: Push API calls per second per app (SendUnicast + SendBroadcast); 0 = off. Recommended
     #: (the cloud quota of reference §5): 500.
     push_qps: float = 0.0
+    #: Cluster mode (``--redis``): how often a node renews its heartbeat key in Redis.
+    node_heartbeat: float = 1.0
+    #: Cluster mode: a node whose heartbeat is this old is dead; another node then removes its
+    #: users from presence and rooms (the others see them leave, reason DROPPED).
+    node_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -162,6 +170,15 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     #: Push API credentials: access key id -> secret access key (none: the push API refuses all).
     access_keys: Dict[str, str] = field(default_factory=dict)
+    #: Cluster mode: ``redis://HOST:PORT/DB`` of the Redis shared by every node (None: one node,
+    #: nothing needs Redis).
+    redis_url: Optional[str] = None
+    #: TLS: (certificate chain file, private key file), both PEM; the port then serves
+    #: ``wss://`` and ``https://`` only (None: plain ``ws://`` and ``http://``).
+    tls: Optional[Tuple[str, str]] = None
+    #: Push API: the apps each listed access key may push to (a key not listed here may push to
+    #: every app of this server).
+    access_key_apps: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.apps:
@@ -180,3 +197,19 @@ class ServerConfig:
                                  "got %r" % (ak,))
             if not isinstance(sk, str) or not sk:
                 raise ValueError("secret key of access key %s must be a non-empty string" % ak)
+        if self.redis_url is not None and not (
+                isinstance(self.redis_url, str)
+                and self.redis_url.startswith(("redis://", "rediss://", "unix://"))):
+            raise ValueError("redis url must be redis://HOST:PORT/DB (or rediss://, unix://), "
+                             "got %r" % (self.redis_url,))
+        if self.tls is not None and not (
+                isinstance(self.tls, tuple) and len(self.tls) == 2
+                and all(isinstance(f, str) and f for f in self.tls)):
+            raise ValueError("tls must be (certificate file, key file), got %r" % (self.tls,))
+        for ak, scope in self.access_key_apps.items():
+            if ak not in self.access_keys:
+                raise ValueError("access key %s is limited to apps but is not an access key" % ak)
+            for app_id in scope:
+                if app_id not in self.apps:
+                    raise ValueError("access key %s is limited to app %s, which is not served"
+                                     % (ak, app_id))

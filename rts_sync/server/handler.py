@@ -12,7 +12,7 @@ import itertools
 import logging
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from .. import protocol as p
 from .._version import __version__
@@ -117,8 +117,13 @@ class ConnectionHandler:
                             p.CloseCode.PROTOCOL_ERROR))
                 else:
                     if msg.type == WSMsgType.ERROR and not s.closing:
-                        self.hub.metrics.protocol_errors += 1
-                        log.info("connection %d: WebSocket error: %r", s.cid, msg.data)
+                        if isinstance(msg.data, WebSocketError):  # broke RFC 6455: no resume
+                            self._protocol_error(RemoteProtocolError(
+                                "websocket: %s" % (msg.data,), p.CloseCode.PROTOCOL_ERROR),
+                                frame=False)
+                        else:
+                            self.hub.metrics.protocol_errors += 1
+                            log.info("connection %d: WebSocket error: %r", s.cid, msg.data)
                     break  # CLOSE, CLOSING, CLOSED or ERROR: the WebSocket is done
         except asyncio.CancelledError:
             raise
@@ -169,6 +174,8 @@ class ConnectionHandler:
             elif isinstance(ev, p.Ping):
                 await s.enqueue(s.conn.pong(ev.token))
             elif isinstance(ev, p.Hello):
+                if self.hub.cluster is not None and ev.resume is not None:
+                    await self.hub.cluster.before_hello(ev.app_id, ev.resume[0])
                 self._on_hello(ev)
             elif isinstance(ev, p.Close):
                 log.debug("connection %d: CLOSE %d from the client: %s", s.cid, ev.code, ev.reason)
@@ -230,7 +237,10 @@ class ConnectionHandler:
         result: Any = None
         close_after = False
         if op == p.Op.LOGIN:
-            code, result = self.hub.login(s, ev.args)
+            if self.hub.cluster is not None:
+                code, result = await self.hub.cluster.login(s, ev.args)
+            else:
+                code, result = self.hub.login(s, ev.args)
             if code == LoginErrorCode.SUCCESS and self._login_timer is not None:
                 self._login_timer.cancel()
         elif op in _NOT_SUPPORTED:
@@ -241,16 +251,22 @@ class ConnectionHandler:
             code = UserMessageSendResult.NOT_LOGIN
         elif op == p.Op.LOGOUT:
             self.hub.logout(s)
+            if self.hub.cluster is not None:  # answered once the cluster knows it
+                await self.hub.cluster.settle()
             code, close_after = 0, True
         elif op == p.Op.JOIN_ROOM:
             join_type = ev.args[1] if ev.args[1] in (0, 1) else 0
             code, result = await self.hub.apps[s.app_id or ""].rooms.join(s, ev.args[0], join_type)
+            if code == 0 and self.hub.cluster is not None:
+                code, result = await self.hub.cluster.joined(s, ev.args[0], result)
         elif op == p.Op.LEAVE_ROOM:
             code = await self.hub.apps[s.app_id or ""].rooms.leave(s, ev.args[0])
         elif op == p.Op.SET_SERVER_PARAMS:
             code, result = self.hub.forwarder.set_params(s, ev.args)
         else:  # ONLINE_STATUS
             code, result = 0, int(self.hub.online_status(s, ev.args[0]))
+            if result != 1 and self.hub.cluster is not None:
+                result = int(await self.hub.cluster.online_status(s.app_id or "", ev.args[0]))
         if await s.wait_for_room():  # then sequence and queue it with no await in between
             s.push(s.conn.respond(ev.rid, code, result))
         if close_after:

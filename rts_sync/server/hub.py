@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from .. import protocol as p
 from ..enums import (
@@ -29,6 +29,9 @@ from .forward import Forwarder
 from .metrics import Metrics
 from .rooms import Rooms
 from .session import Pending, Session
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["AppState", "Hub"]
 
@@ -71,6 +74,12 @@ class Hub:
         self._per_ip: Counter[str] = Counter()
         #: Set when the server shuts down: connections then end their sessions, no resume.
         self.shutting_down = False
+        #: Cluster mode (``config.redis_url``): consulted only for what is not on this node.
+        self.cluster: Optional[Cluster] = None
+        if config.redis_url:
+            from .cluster import Cluster  # needs the optional redis package
+
+            self.cluster = Cluster(self, config.redis_url)
 
     # ------------------------------------------------------------------ connections
     def add_connection(self, ws: object, session: Session) -> bool:
@@ -105,6 +114,8 @@ class Hub:
             return
         if app.sessions.get(session.uid) is session:
             del app.sessions[session.uid]
+            if self.cluster is not None:
+                self.cluster.logged_out(app.app_id, session.uid, session.session_id)
         if session.session_id is not None and app.by_session_id.get(session.session_id) is session:
             del app.by_session_id[session.session_id]
 
@@ -121,8 +132,14 @@ class Hub:
 
     def stats(self) -> Dict[str, Any]:
         """The numbers of ``/healthz``."""
-        return {"status": "ok", "sessions": sum(len(a.sessions) for a in self.apps.values()),
-                "connections": len(self.connections)}
+        out: Dict[str, Any] = {
+            "status": "ok", "sessions": sum(len(a.sessions) for a in self.apps.values()),
+            "connections": len(self.connections)}
+        if self.cluster is not None:
+            out["cluster"] = self.cluster.stats()
+            if not self.cluster.healthy:
+                out["status"] = "unhealthy"
+        return out
 
     def rooms_per_app(self) -> Dict[str, Tuple[int, int]]:
         """(rooms, memberships) of each app."""
@@ -198,6 +215,9 @@ class Hub:
             return LoginErrorCode.INVALID_TOKEN, {"reason": "token expired"}
         if not tok.verify(app.app_key, now):
             return LoginErrorCode.INVALID_TOKEN, {"reason": "bad token signature"}
+        if tok.issued_at > now + self.limits.token_clock_skew:
+            return LoginErrorCode.INVALID_TOKEN, {"reason": "token not valid yet (issued in the "
+                                                  "future)"}
         if tok.user_id != uid:
             return LoginErrorCode.INVALID_TOKEN, {"reason": "token is for another user id"}
         if uid not in app.sessions and len(app.sessions) >= self.limits.max_sessions_per_app:
@@ -226,6 +246,8 @@ class Hub:
         app = self.apps[sender.app_id or ""]
         receiver = app.sessions.get(target) if p.is_valid_id(target) else None
         if receiver is None:
+            if self.cluster is not None and p.is_valid_id(target):
+                return await self.cluster.send_peer(sender, seq, target, config, payload)
             return UserMessageSendResult.NO_RECEIVER
         # Paced: wait until the receiver's outbox has room (it may be closed meanwhile).
         if not await receiver.wait_for_room() or app.sessions.get(target) is not receiver:

@@ -167,17 +167,32 @@ class PushAPI:
         if app is None:
             raise PushError("AppNotFound", "AppId %r is not an app of this server"
                             % fields["AppId"][:64])
+        scope = self.hub.config.access_key_apps.get(signed.access_key)
+        if scope is not None and app.app_id not in scope:
+            raise PushError("AccessDenied", "access key %s may not push to app %s"
+                            % (signed.access_key, app.app_id))
         sender = _id(fields, "From")
         payload = self._payload(fields)
         if not self._allow(app.app_id, now):
             raise PushError("FlowLimitExceeded", "over %g push API calls per second for this app"
                             % self.limits.push_qps)
+        cluster = self.hub.cluster
         if action == "SendUnicast":
-            await self._unicast(app.sessions, _id(fields, "To"), sender, payload)
+            to = _id(fields, "To")
+            if cluster is not None and to not in app.sessions:  # on another node, or nowhere
+                if not await cluster.push_unicast(app.app_id, to, sender, payload):
+                    raise PushError("UserNotOnline", "user %r is not logged in" % to)
+                self.hub.metrics.messages["push_unicast"] += 1
+                return
+            await self._unicast(app.sessions, to, sender, payload)
         else:
             room_id = _id(fields, "RoomId")
             room = app.rooms.rooms.get(room_id)
             if room is None or not room.members:
+                if cluster is not None and await cluster.push_broadcast(
+                        app.app_id, room_id, sender, payload):  # members on other nodes only
+                    self.hub.metrics.messages["push_broadcast"] += 1
+                    return
                 raise PushError("RoomNotFound", "nobody is in room %r" % room_id)
             code = await app.rooms.broadcast(None, sender, room_id, payload)
             if code != RoomMessageSendResult.SUCCESS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from .. import protocol as p
 from ..enums import RoomErrorCode, RoomMessageSendResult, RoomWarningCode, UserOfflineReason
@@ -22,6 +22,9 @@ from ..errors import LocalProtocolError
 from .config import Limits
 from .metrics import Metrics
 from .session import Session, TokenBucket
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["Room", "Rooms"]
 
@@ -50,6 +53,8 @@ class Rooms:
         self.metrics = metrics
         self.rooms: Dict[str, Room] = {}
         self._tasks: Set[asyncio.Task[None]] = set()
+        #: Cluster mode: told of local leaves, fans room messages out to other nodes.
+        self.cluster: Optional[Cluster] = None
 
     @property
     def members(self) -> int:
@@ -107,6 +112,8 @@ class Rooms:
         room = self.rooms.get(room_id) if isinstance(room_id, str) else None
         if room is not None and room.members.get(session.uid or "") is session:
             others = self._remove(room, session)
+            if self.cluster is not None:
+                self.cluster.left(self.app_id, room_id, session.uid or "", UserOfflineReason.QUIT)
             if others and not room.quiet:
                 await self._notify(others, p.NoticeKind.USER_LEFT,
                                    [room_id, session.uid, UserOfflineReason.QUIT])
@@ -126,6 +133,8 @@ class Rooms:
                 self._push_notice(session, p.NoticeKind.ROOM_STATE,
                                   [room_id, RoomErrorCode.DUPLICATE_LOGIN, ""])
             others = self._remove(room, session)
+            if self.cluster is not None:
+                self.cluster.left(self.app_id, room_id, session.uid or "", reason)
             if others and not room.quiet:
                 self._spawn(self._notify(others, p.NoticeKind.USER_LEFT,
                                          [room_id, session.uid, reason]))
@@ -174,6 +183,8 @@ class Rooms:
                 continue  # its protocol connection closed meanwhile
             member.push(frame)
             n += 1
+        if self.cluster is not None:
+            await self.cluster.broadcast(self.app_id, room_id, sender_uid, payload)
         self.metrics.count_message("room", self.app_id, sender.business_id if sender else None)
         self.metrics.room_deliveries += n
         return RoomMessageSendResult.SUCCESS

@@ -12,12 +12,13 @@ import asyncio
 import itertools
 import logging
 import threading
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from aiohttp import web
 
 from ..server.app import HUB, create_app
 from ..server.config import Limits, ServerConfig
+from ..server.tls import server_ssl_context
 
 __all__ = ["ServerHandle", "serve_in_thread"]
 
@@ -28,19 +29,28 @@ _thread_ids = itertools.count(1)
 
 def serve_in_thread(apps: Mapping[str, str], host: str = "127.0.0.1", port: int = 0,
                     limits: Optional[Mapping[str, Any]] = None,
-                    access_keys: Optional[Mapping[str, str]] = None) -> ServerHandle:
+                    access_keys: Optional[Mapping[str, str]] = None,
+                    redis_url: Optional[str] = None,
+                    tls: Optional[Tuple[str, str]] = None,
+                    access_key_apps: Optional[Mapping[str, Sequence[str]]] = None) -> ServerHandle:
     """Start a server for ``apps`` (app id -> app key) on its own event loop in a daemon thread
     named ``rts-server-<n>``; return once it listens (``port=0``: any free port).
 
     ``access_keys`` (access key id -> secret key) are the credentials of the push API at
-    ``handle.http_url`` (``POST /?Action=SendUnicast&Version=2020-12-01``).
+    ``handle.http_url`` (``POST /?Action=SendUnicast&Version=2020-12-01``). ``redis_url``
+    (``redis://HOST:PORT/DB``) runs it as a node of a cluster (docs/deployment.md).
+    ``tls=(cert_file, key_file)`` (PEM) serves TLS only: ``handle.url`` is then ``wss://...`` and
+    ``handle.http_url`` ``https://...``. ``access_key_apps`` limits access keys to some apps
+    (access key id -> app ids; keys not in it may push to every app).
 
     Raises ValueError for a bad configuration and the startup error (e.g. OSError when the port
     is taken) if the server cannot listen.
     """
     config = ServerConfig(apps=dict(apps), host=host, port=port,
                           limits=Limits.from_mapping(limits or {}),
-                          access_keys=dict(access_keys or {}))
+                          access_keys=dict(access_keys or {}), redis_url=redis_url,
+                          tls=(tls[0], tls[1]) if tls is not None else None,
+                          access_key_apps={k: tuple(v) for k, v in (access_key_apps or {}).items()})
     handle = ServerHandle(config)
     handle._start()
     return handle
@@ -67,13 +77,14 @@ class ServerHandle:
 
     @property
     def url(self) -> str:
-        """The WebSocket URL the SDK's ``server_url`` takes."""
-        return "ws://%s:%d/rts" % (self._url_host(), self.port)
+        """The WebSocket URL the SDK's ``server_url`` takes (``wss://`` with TLS)."""
+        return "%s://%s:%d/rts" % ("wss" if self.config.tls else "ws", self._url_host(), self.port)
 
     @property
     def http_url(self) -> str:
-        """The base URL of ``/healthz``, ``/metrics`` and the push API (``POST /?Action=...``)."""
-        return "http://%s:%d" % (self._url_host(), self.port)
+        """The base URL of ``/healthz``, ``/metrics`` and the push API (``POST /?Action=...``);
+        ``https://`` with TLS."""
+        return "%s://%s:%d" % ("https" if self.config.tls else "http", self._url_host(), self.port)
 
     def _url_host(self) -> str:
         return "[%s]" % self.host if ":" in self.host else self.host
@@ -105,8 +116,9 @@ class ServerHandle:
         runner = web.AppRunner(create_app(self.config), handle_signals=False, access_log=None)
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, self.config.host, self.config.port)
         try:
+            ssl_context = server_ssl_context(*self.config.tls) if self.config.tls else None
+            site = web.TCPSite(runner, self.config.host, self.config.port, ssl_context=ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -182,21 +183,24 @@ def engine_factory(server: Any, ports: List[int]) -> Iterator[EngineFactory]:
 
 def push(http_url: str, action: str, body: Any, ak: str = AK, sk: str = SK,
          version: str = "2020-12-01", headers: Optional[Dict[str, str]] = None,
-         data: Optional[bytes] = None) -> Tuple[int, Dict[str, Any]]:
+         data: Optional[bytes] = None,
+         context: Optional[ssl.SSLContext] = None) -> Tuple[int, Dict[str, Any]]:
     """POST a push API request signed by rts_sync's own signer: (HTTP status, JSON answer).
-    ``data`` replaces the signed body after signing (a tampered request)."""
+    ``data`` replaces the signed body after signing (a tampered request); ``context`` is the
+    TLS context for an https URL."""
     from rts_sync.server.signing import sign_request
 
     url = "%s/?Action=%s&Version=%s" % (http_url, action, version)
     raw = json.dumps(body).encode("utf-8")
     signed = headers if headers is not None else sign_request("POST", url, raw, ak, sk)
-    return send_raw(url, raw if data is None else data, signed)
+    return send_raw(url, raw if data is None else data, signed, context)
 
 
-def send_raw(url: str, data: bytes, headers: Dict[str, str]) -> Tuple[int, Dict[str, Any]]:
+def send_raw(url: str, data: bytes, headers: Dict[str, str],
+             context: Optional[ssl.SSLContext] = None) -> Tuple[int, Dict[str, Any]]:
     req = urllib.request.Request(url, data, headers, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:
         with exc:

@@ -256,6 +256,7 @@ def test_rts_server_process_with_access_key(engines: EngineFactory) -> None:
         [sys.executable, "-m", "rts_sync.server", "--app", "%s:%s" % (APP_ID, APP_KEY),
          "--access-key", "%s:%s" % (AK, SK), "--port", "0", "--log-level", "INFO"],
         stderr=subprocess.PIPE, text=True)
+    drain: Optional[threading.Thread] = None
     try:
         assert proc.stderr is not None
         port = 0
@@ -265,7 +266,8 @@ def test_rts_server_process_with_access_key(engines: EngineFactory) -> None:
                 assert "keys: " + AK in line
                 break
         assert port, "rts-server did not start"
-        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        drain = threading.Thread(target=proc.stderr.read, daemon=True)
+        drain.start()
         bob, brec = engines(url="ws://127.0.0.1:%d/rts" % port)
         assert bob.login(mint_login_token(APP_ID, APP_KEY, "bob"), "bob").result(WAIT) == 0
         ok, answer = volc_call(volc_rtc("http://127.0.0.1:%d" % port), "SendUnicast", {
@@ -276,3 +278,7 @@ def test_rts_server_process_with_access_key(engines: EngineFactory) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        if drain is not None:
+            drain.join(5)  # EOF now that the process is gone
+        if proc.stderr is not None:
+            proc.stderr.close()

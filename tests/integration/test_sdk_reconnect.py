@@ -194,9 +194,11 @@ def test_server_killed_mid_traffic_then_restarted() -> None:
     url = "ws://127.0.0.1:%d/rts" % port
     proc = start_server_process(port)
     params = {"send_timeout": 2.0, "lost_after": 0.5}
+    engines: List[rts_sync.RTS] = []
     try:
         alice, arec = make(url, "alice", params)
-        bob, _ = make(url, "bob", params)
+        bob, brec = make(url, "bob", params)
+        engines += [alice, bob]
         room = alice.create_room("r")
         rr = RoomRecorder()
         room.set_rts_room_event_handler(rr)
@@ -216,11 +218,14 @@ def test_server_killed_mid_traffic_then_restarted() -> None:
         # logged in again by itself and back in its room, as a re-join
         rr.wait_for(lambda: any(st[2] == 0 and '"join_type": 1' in st[3]
                                 for st in rr.of("state")))
+        # bob logs in again on his own schedule (his backoff): wait for him too
+        brec.wait_for(lambda: (S.RECONNECTED, Reason.CONNECT_SUCCESS) in brec.of("state"),
+                      timeout=WAIT * 2)
         assert alice.send_message("bob", "after").result(WAIT) == 0
         assert bob.get_peer_online_status("alice").result(WAIT) == 1
-        alice.destroy()
-        bob.destroy()
     finally:
+        for e in engines:
+            e.destroy()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

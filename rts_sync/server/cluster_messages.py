@@ -1,0 +1,220 @@
+"""Cluster mode: the peer and room messages a node sends, and its room memberships.
+
+:class:`ClusterMessages` is mixed into :class:`~rts_sync.server.cluster.Cluster` (see that
+module's docstring for cluster mode as a whole). It holds what the
+:class:`~rts_sync.server.hub.Hub`, the :class:`~rts_sync.server.rooms.Rooms` and the push API
+call when a receiver or room member is on another node: peer SENDs (and the results of reliable
+ones coming back), pushes, room joins and leaves (registered in Redis and told to the nodes of
+the other members) and room messages (one stream entry per other node with members). The
+entries themselves are written by :class:`~rts_sync.server.cluster_inbox.ClusterInbox`.
+
+Threading: everything runs on the server's event loop; nothing is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterator, List, Optional, Set, Tuple
+
+from redis.exceptions import RedisError
+
+from .. import protocol as p
+from ..enums import MessageConfig, RoomErrorCode, UserMessageSendResult
+from . import redis_store as rs
+from .session import Session
+
+if TYPE_CHECKING:
+    from .cluster_metrics import ClusterMetrics
+    from .config import Limits
+    from .hub import Hub
+
+__all__ = ["ClusterMessages"]
+
+log = logging.getLogger(__name__)
+
+#: A sender gives up on a remote reliable message this long after its message timeout when no
+#: result came back (the receiver's node died with it).
+RESULT_GRACE = 2.0
+
+
+class ClusterMessages:
+    """Peer and room messages to other nodes, room memberships (mixed into Cluster)."""
+
+    if TYPE_CHECKING:
+        hub: Hub
+        limits: Limits
+        node: str
+        metrics: ClusterMetrics
+        _redis: Any
+        _dead: Set[str]
+        _refs: Iterator[int]
+        _pending: Dict[int, Tuple[Session, int, asyncio.TimerHandle, str]]
+        _outstanding: Counter[Session]
+        _waiters: Dict[Session, asyncio.Event]
+        _remote_members: Dict[Tuple[str, str], Dict[str, str]]
+
+        def _failed(self, what: str, exc: BaseException) -> None: ...
+        def _op(self, fn: Callable[[], Awaitable[Any]],
+                wait: bool) -> Optional[asyncio.Future[Any]]: ...
+        async def locate(self, app_id: str, uid: str, fresh: bool = False) -> Optional[str]: ...
+        def _send(self, node: str, kind: str, *fields: Any) -> None: ...
+        async def _wait_room(self) -> None: ...
+
+    # ------------------------------------------------------------------ peer messages
+    async def send_peer(self, sender: Session, seq: int, target: str, config: int,
+                        payload: p.Payload) -> Optional[int]:
+        """A peer SEND whose receiver is not on this node (see Hub.send_peer)."""
+        app_id = sender.app_id or ""
+        try:
+            node = await self.locate(app_id, target)
+        except (RedisError, OSError) as exc:
+            self._failed("locate", exc)
+            return UserMessageSendResult.TIMEOUT
+        if node is None or node == self.node:
+            return UserMessageSendResult.NO_RECEIVER
+        await self._wait_room()
+        if sender.closing or sender.uid is None:
+            return None
+        reliable = config == MessageConfig.RELIABLE_ORDERED
+        self.hub.metrics.count_message("peer", sender.app_id, sender.business_id)
+        self.metrics.remote_peer += 1
+        if not reliable:
+            self._send(node, rs.PEER, app_id, sender.uid, target, False, payload, None, 0.0, 0,
+                       self.node)
+            return UserMessageSendResult.SUCCESS
+        cap = self.limits.send_queue_frames
+        while self._outstanding[sender] >= cap and not sender.closing:
+            ev = self._waiters.setdefault(sender, asyncio.Event())
+            ev.clear()
+            await ev.wait()
+        if sender.closing:
+            return None
+        ref = next(self._refs)
+        timeout = self.limits.message_timeout
+        timer = asyncio.get_running_loop().call_later(timeout + RESULT_GRACE, self._result, ref,
+                                                      int(UserMessageSendResult.TIMEOUT))
+        self._pending[ref] = (sender, seq, timer, node)
+        self._outstanding[sender] += 1
+        self._send(node, rs.PEER, app_id, sender.uid, target, True, payload, ref,
+                   time.time() + timeout, 0, self.node)
+        return None
+
+    def _result(self, ref: int, code: int) -> None:
+        entry = self._pending.pop(ref, None)
+        if entry is None:
+            return
+        sender, seq, timer, _ = entry
+        timer.cancel()
+        n = self._outstanding[sender] - 1
+        if n <= 0:
+            del self._outstanding[sender]
+        else:
+            self._outstanding[sender] = n
+        waiter = self._waiters.pop(sender, None)
+        if waiter is not None:
+            waiter.set()
+        sender.post_result(code, seq)
+
+    def send_result(self, node: str, ref: int, code: int) -> None:
+        if node == self.node:
+            self._result(ref, code)
+        else:
+            self._send(node, rs.RESULT, ref, int(code))
+
+    async def push_unicast(self, app_id: str, to: str, sender: str, payload: p.Payload) -> bool:
+        """Push API SendUnicast to a uid on another node; False if it is not logged in."""
+        try:
+            node = await self.locate(app_id, to)
+        except (RedisError, OSError) as exc:
+            self._failed("locate", exc)
+            return False
+        if node is None or node == self.node:
+            return False
+        await self._wait_room()
+        self._send(node, rs.PEER, app_id, sender, to, True, payload, None, 0.0, 0, self.node)
+        return True
+
+    # ------------------------------------------------------------------ rooms
+    async def joined(self, session: Session, room_id: str, result: Any) -> Tuple[int, Any]:
+        """After a local JOIN_ROOM succeeded: register it, list the other nodes' members too,
+        and tell their nodes."""
+        app_id, uid = session.app_id or "", session.uid or ""
+        key = (app_id, room_id)
+        membership = "%s %s %s" % (app_id, room_id, uid)
+
+        async def join() -> Any:
+            return await self._redis.eval(rs.JOIN_SCRIPT, 2, rs.room_key(app_id, room_id),
+                                          rs.node_rooms_key(self.node), uid, self.node, membership)
+
+        fut = self._op(join, wait=True)
+        assert fut is not None
+        try:
+            res = await fut
+        except Exception as exc:
+            log.info("connection %d: join of %s failed: cluster store unavailable (%r)",
+                     session.cid, room_id, exc)
+            await self.hub.apps[app_id].rooms.leave(session, room_id)
+            return RoomErrorCode.JOIN_ROOM, {"reason": "cluster store (Redis) unavailable"}
+        old = rs.text(res[0])
+        members = rs.pairs(res[1])
+        remote = {u: n for u, n in members.items() if n != self.node and u != uid}
+        self._remote_members[key] = remote
+        for n in set(remote.values()):
+            self._send(n, rs.JOINED, app_id, room_id, uid, self.node, old)
+        if isinstance(result, dict) and isinstance(result.get("members"), list):
+            listing: List[str] = result["members"]
+            budget = self.limits.max_frame - p.FRAME_OVERHEAD - sum(len(u) + 3 for u in listing)
+            for u in remote:
+                budget -= len(u) + 3
+                if budget < 0:
+                    break
+                listing.append(u)
+        return RoomErrorCode.SUCCESS, result
+
+    def left(self, app_id: str, room_id: str, uid: str, reason: int) -> None:
+        """A local member left a room (Rooms calls this): unregister it and tell the nodes of
+        the remaining members."""
+        key = (app_id, room_id)
+        if room_id not in self.hub.apps[app_id].rooms.rooms:
+            self._remote_members.pop(key, None)
+        membership = "%s %s %s" % (app_id, room_id, uid)
+
+        async def leave() -> None:
+            res = await self._redis.eval(rs.LEAVE_SCRIPT, 2, rs.room_key(app_id, room_id),
+                                         rs.node_rooms_key(self.node), uid, self.node, membership)
+            if res and int(res[0]) == 1:
+                for n in set(rs.pairs(res[1]).values()):
+                    if n != self.node:
+                        self._send(n, rs.LEFT, app_id, room_id, uid, self.node, int(reason))
+
+        self._op(leave, wait=False)
+
+    async def broadcast(self, app_id: str, room_id: str, sender_uid: str,
+                        payload: p.Payload) -> None:
+        """After the local fan-out of a room message: one entry per other node with members."""
+        nodes = set(self._remote_members.get((app_id, room_id), {}).values())
+        if nodes:
+            await self._wait_room()
+            for n in nodes:
+                self._send(n, rs.ROOM_MSG, app_id, room_id, sender_uid, payload)
+            self.metrics.remote_room += 1
+
+    async def push_broadcast(self, app_id: str, room_id: str, sender: str,
+                             payload: p.Payload) -> bool:
+        """Push API SendBroadcast to a room without members on this node; False if it has
+        none anywhere."""
+        try:
+            members = rs.pairs(await self._redis.hgetall(rs.room_key(app_id, room_id)))
+        except (RedisError, OSError) as exc:
+            self._failed("room lookup", exc)
+            return False
+        nodes = set(members.values()) - {self.node} - self._dead
+        if not nodes:
+            return False
+        await self._wait_room()
+        for n in nodes:
+            self._send(n, rs.ROOM_MSG, app_id, room_id, sender, payload)
+        return True

@@ -1,0 +1,166 @@
+"""Cluster mode's layout in Redis: key names, Lua scripts, stream entries and the clients.
+
+Every key starts with ``rts:``; ids (app, uid, room) match ``[a-zA-Z0-9_@\\-.]``, so a space
+separates the parts of a value. One Redis instance (or a primary with replicas / Sentinel) is
+shared by all nodes; the scripts build no key names, but several touch keys of different
+slots, so Redis Cluster (sharded) is not supported.
+
+==============================  =====================================================================
+key                             what
+==============================  =====================================================================
+``rts:nodes``                   set: ids of the nodes that registered
+``rts:node:<node>``             string with a TTL of ``node_timeout``: the node's heartbeat
+``rts:s:<node>``                stream: the node's inbox (messages, results, room events, kicks)
+``rts:nu:<node>``               set of ``"<app> <uid>"`` logged in on the node (for reaping it)
+``rts:nr:<node>``               set of ``"<app> <room> <uid>"`` room memberships on the node
+``rts:u:<app>:<uid>``           string ``"<node> <session id>"``: where the uid is logged in
+``rts:r:<app>:<room>``          hash uid -> node: the room's members
+``rts:kicked:<session id>``     string with a TTL: the session was ended by a login elsewhere
+``rts:reap:<node>``             lock (``SET NX PX``) of the node reaping a dead node
+``rts:inv`` (pub/sub channel)   ``"<app> <uid>"`` whose presence changed (cache invalidation)
+==============================  =====================================================================
+
+Stream entries have one field ``d``: a CBOR array ``[kind, origin node, n, ...]`` where ``n``
+numbers the entries from one origin to one target (1, 2, 3, ...), so a batch written again
+after a Redis error is not taken twice.
+
+Threading: nothing here holds state but constants and pure functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import cbor2
+
+__all__ = [
+    "INV_CHANNEL",
+    "JOIN_SCRIPT",
+    "LEAVE_SCRIPT",
+    "NODES",
+    "PRESENCE_CAD",
+    "PRESENCE_CAD_NODE",
+    "decode_entry",
+    "encode_entry",
+    "kicked_key",
+    "node_key",
+    "node_rooms_key",
+    "node_users_key",
+    "pairs",
+    "presence_key",
+    "reap_key",
+    "room_key",
+    "stream_key",
+    "text",
+]
+
+NODES = "rts:nodes"
+INV_CHANNEL = "rts:inv"
+#: An inbox stream keeps at most about this many entries (the owner trims what it has read).
+STREAM_MAXLEN = 200_000
+#: An inbox nobody writes to or reads from expires after this long (a node that died).
+STREAM_TTL_MS = 120_000
+
+# Entry kinds.
+PEER = "p"
+RESULT = "r"
+ROOM_MSG = "m"
+JOINED = "j"
+LEFT = "l"
+KICK = "k"
+
+
+def node_key(node: str) -> str:
+    return "rts:node:" + node
+
+
+def stream_key(node: str) -> str:
+    return "rts:s:" + node
+
+
+def node_users_key(node: str) -> str:
+    return "rts:nu:" + node
+
+
+def node_rooms_key(node: str) -> str:
+    return "rts:nr:" + node
+
+
+def presence_key(app_id: str, uid: str) -> str:
+    return "rts:u:%s:%s" % (app_id, uid)
+
+
+def room_key(app_id: str, room_id: str) -> str:
+    return "rts:r:%s:%s" % (app_id, room_id)
+
+
+def kicked_key(session_id: str) -> str:
+    return "rts:kicked:" + session_id
+
+
+def reap_key(node: str) -> str:
+    return "rts:reap:" + node
+
+
+#: Delete a presence key only if it still holds ARGV[1] (this node's session).
+PRESENCE_CAD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+#: Delete a presence key only if it names node ARGV[1] (reaping a dead node).
+PRESENCE_CAD_NODE = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+#: Join: KEYS = [room hash, node rooms set]; ARGV = [uid, node, membership]. Returns
+#: [previous node or '', flat HGETALL after the join].
+JOIN_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return {old or '', redis.call('HGETALL', KEYS[1])}
+"""
+
+#: Leave: KEYS = [room hash, node rooms set]; ARGV = [uid, node, membership]. Removes the
+#: member only if it is still on this node. Returns [1, flat HGETALL after] or [0].
+LEAVE_SCRIPT = """
+redis.call('SREM', KEYS[2], ARGV[3])
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return {1, redis.call('HGETALL', KEYS[1])}
+end
+return {0}
+"""
+
+
+def text(value: Any) -> str:
+    """A Redis reply (bytes or str) as text."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def pairs(flat: List[Any]) -> Dict[str, str]:
+    """A flat HGETALL reply ``[k1, v1, k2, v2, ...]`` as a dict of text."""
+    return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+def encode_entry(kind: str, origin: str, n: int, fields: Tuple[Any, ...]) -> bytes:
+    return cbor2.dumps([kind, origin, n, *fields])
+
+
+def decode_entry(data: bytes) -> Optional[List[Any]]:
+    """The entry's list, or None if it is not one of ours."""
+    try:
+        value = cbor2.loads(data)
+    except Exception:  # cbor2 raises several types for garbage
+        return None
+    if (not isinstance(value, list) or len(value) < 3 or not isinstance(value[0], str)
+            or not isinstance(value[1], str) or not isinstance(value[2], int)):
+        return None
+    return value
