@@ -27,10 +27,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from .._version import __version__
 from . import mqtt_load, rts_load
-from .capacity import run_capacity
+from .capacity import run_capacity, run_raw_rtt
 from .common import APP_ID, APP_KEY, BenchError, Progress, Sizes
 from .idle import run_idle
 from .procs import (
+    ForeignLoad,
     Mosquitto,
     RtsServer,
     find_mosquitto,
@@ -184,6 +185,15 @@ def _rtt_steps(sizes: Sizes, target: rts_load.Target,
         for q in (1, 0):
             steps.append(("mqtt", "rtt QoS %d, %d echoes" % (q, n), ("rtt", "qos%d" % q),
                           functools.partial(mqtt_load.rtt, mqtt, n, wu, q, timeout=t)))
+    url = urllib.parse.urlsplit(target.url)
+    if url.scheme == "ws":
+        host, port = url.hostname or "127.0.0.1", url.port or 80
+        steps.append(("rts", "rtt, raw clients: the server alone", ("rtt", "raw"),
+                      lambda pr: run_raw_rtt("rts", host, port, url.path or "/rts", n, wu,
+                                             (target.app_id, target.app_key), t)))
+    if mqtt:
+        steps.append(("mqtt", "rtt, raw clients: the broker alone", ("rtt", "raw"),
+                      lambda pr: run_raw_rtt("mqtt", mqtt.host, mqtt.port, "", n, wu, (), t)))
     return steps
 
 
@@ -249,6 +259,10 @@ def _summary(res: Dict[str, Any]) -> str:
     if "msgs_per_s" in res:
         return "%.0f msg/s, lost/dup/reordered %s/%s/%s" % (
             res["msgs_per_s"], res.get("lost"), res.get("duplicated"), res.get("reordered"))
+    if "p50_ms" in res.get("reliable", {}):
+        return "reliable p50 %.3f ms, p99 %.3f ms; unreliable p50 %.3f ms, p99 %.3f ms" % (
+            res["reliable"]["p50_ms"], res["reliable"]["p99_ms"], res["unreliable"]["p50_ms"],
+            res["unreliable"]["p99_ms"])
     if "p50_ms" in res:
         return "p50 %.3f ms, p99 %.3f ms, max %.2f ms, lost %d" % (
             res["p50_ms"], res["p99_ms"], res["max_ms"], res.get("lost", 0))
@@ -325,8 +339,9 @@ def run(a: argparse.Namespace) -> int:
     server = None if a.url else RtsServer(uvloop=a.server_uvloop)
     broker = Mosquitto(mosq_exe) if compare and mosq_exe else None
     runs: Dict[str, List[Dict[str, Any]]] = {"rts": [], "mqtt": []}
-    #: The 1-minute load average before each step: other work on the machine shows up here.
+    #: CPU% (of all cores) used by other work on the machine during each step.
     load: List[Tuple[str, str, float]] = []
+    foreign = ForeignLoad()
     with _maybe(server), _maybe(broker):
         url = a.url or (server.url if server else "")
         target = rts_load.Target(url, app_id, app_key)
@@ -339,12 +354,14 @@ def run(a: argparse.Namespace) -> int:
         for r in range(a.repeat):
             this: Dict[str, Dict[str, Any]] = {"rts": {}, "mqtt": {}}
             for stack, title, path, fn in steps:
-                load.append((title, stack, os.getloadavg()[0]))
+                foreign.start()
                 progress.step("%s%s: %s" % ("run %d/%d, " % (r + 1, a.repeat) if a.repeat > 1
                                             else "", "rts_sync" if stack == "rts"
                                             else "paho/mosquitto", title))
                 res = fn(progress)
-                progress.done(_summary(res))
+                load.append((title, stack, round(foreign.stop(), 1)))
+                progress.done(_summary(res) + ("; other work on the machine: %.0f%% CPU"
+                                               % load[-1][2] if load[-1][2] >= 10 else ""))
                 _put(this[stack], path, res)
             runs["rts"].append(this["rts"])
             if compare:
@@ -359,6 +376,10 @@ def run(a: argparse.Namespace) -> int:
     out.write("machine: %s cores, %s, Python %s; server: %s%s\n\n" % (
         m["nproc"], m["cpu_model"] or "?", m["python"], url if a.url else "rts-server (child)",
         " under uvloop" if a.server_uvloop else ""))
+    busiest = max((x[2] for x in load), default=0.0)
+    if busiest >= 10:
+        out.write("note: other work on the machine used up to %.0f%% of its CPU during a step: "
+                  "these figures are noisy (see foreign_cpu_percent in --json)\n\n" % busiest)
     out.write(render_table(rows, compare) + "\n")
     out.flush()
     if a.json:
@@ -372,7 +393,7 @@ def run(a: argparse.Namespace) -> int:
                "server": {"url": url, "started_here": server is not None,
                           "uvloop": bool(a.server_uvloop)},
                "compare": a.compare, "results": results, "runs": runs, "rows": rows,
-               "loadavg_before_steps": load}
+               "foreign_cpu_percent": load}
         tmp = a.json + ".tmp"
         with open(tmp, "w") as f:
             json.dump(doc, f, indent=1, sort_keys=True)

@@ -17,7 +17,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, cast
 from .common import BenchError, Progress, Sizes
 from .procs import ProcSampler
 
-__all__ = ["run_capacity"]
+__all__ = ["run_capacity", "run_raw_rtt"]
 
 
 def run_capacity(stack: str, host: str, port: int, path: str, server_pid: Optional[int],
@@ -109,3 +109,25 @@ def _server_figures(sampler: ProcSampler, base: tuple[float, float, int],
              if isinstance(w, dict) and w.get("rss_peak_mb") is not None]
     out["rss_peak_mb"] = max(peaks) if peaks else None
     return out
+
+
+def run_raw_rtt(stack: str, host: str, port: int, path: str, echoes: int, warmup: int,
+                app: Sequence[str] = (), timeout: float = 120.0) -> Dict[str, Any]:
+    """Sequential echoes between two raw clients (:mod:`.rawclient`, no SDK threads) through
+    the server or broker: its own share of the round trip, reliable / QoS 1 and unreliable /
+    QoS 0."""
+    cmd = [sys.executable, "-m", "rts_sync.bench.rawclient", stack, "--host", host,
+           "--port", str(port), "--path", path, "--echoes", str(echoes), "--warmup", str(warmup)]
+    if app:
+        cmd += ["--app-id", app[0], "--app-key", app[1]]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BenchError("the raw RTT run (%s) did not finish in %.0f s" % (stack, timeout)) from None
+    lines = res.stdout.strip().splitlines()
+    if res.returncode != 0 or not lines:
+        raise BenchError("the raw RTT run (%s) failed (exit %s): %s"
+                         % (stack, res.returncode, res.stderr.strip()[-1500:]))
+    result: Dict[str, Any] = json.loads(lines[-1])["result"]
+    return result

@@ -27,7 +27,7 @@ import psutil
 
 from .common import APP_ID, APP_KEY, BenchError, free_port
 
-__all__ = ["Mosquitto", "ProcSampler", "RtsServer", "find_mosquitto", "raise_fd_limit"]
+__all__ = ["ForeignLoad", "Mosquitto", "ProcSampler", "RtsServer", "find_mosquitto", "raise_fd_limit"]
 
 _UVLOOP_LAUNCHER = (
     "import asyncio, sys, uvloop\n"
@@ -305,3 +305,46 @@ def machine() -> Dict[str, Any]:
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "kernel": os.uname().release, "python": sys.version.split()[0],
             "implementation": sys.implementation.name}
+
+
+class ForeignLoad:
+    """How busy the machine was with work that is not this benchmark's: all CPUs' busy time
+    minus this process tree's, as a percentage of all cores, between ``start()`` and ``stop()``."""
+
+    def __init__(self) -> None:
+        self._t0 = self._sys0 = self._own0 = 0.0
+
+    @staticmethod
+    def _system_busy() -> float:
+        # Interrupt time is left out: loopback traffic of the benchmark itself is processed
+        # there without being charged to its processes.
+        t = psutil.cpu_times()
+        return float(sum(t) - t.idle - sum(getattr(t, f, 0.0) for f in ("iowait", "irq",
+                                                                         "softirq")))
+
+    @staticmethod
+    def _own() -> float:
+        me = psutil.Process()
+        total = 0.0
+        try:
+            c = me.cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+            for child in me.children(recursive=True):
+                try:
+                    cc = child.cpu_times()
+                    total += cc.user + cc.system
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        return total
+
+    def start(self) -> None:
+        self._t0, self._sys0, self._own0 = time.monotonic(), self._system_busy(), self._own()
+
+    def stop(self) -> float:
+        wall = time.monotonic() - self._t0
+        if wall <= 0:
+            return 0.0
+        foreign = (self._system_busy() - self._sys0) - (self._own() - self._own0)
+        return max(0.0, 100.0 * foreign / wall / (psutil.cpu_count() or 1))

@@ -28,10 +28,12 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from rts_sync.protocol import Connection, Deliver, Op, Response, Role, Welcome
 from rts_sync.token import mint_login_token
+
+from .common import percentiles
 
 __all__ = ["main"]
 
@@ -81,6 +83,10 @@ class Base(asyncio.Protocol):
         self.pair: Optional[Pair] = None  # set on receivers in the message phase
         self.reliable = True
         self.uid = ""
+        #: Logged in (rts) / CONNACK received (mqtt): heartbeats only from then on.
+        self.ready = False
+        #: Called with each message's payload (the RTT echo), if set.
+        self.on_payload: Optional[Callable[[Any], None]] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -185,18 +191,20 @@ class RtsConn(Base):
         if t is Deliver:
             if self.pair is not None:
                 self.pair.got()
+            if self.on_payload is not None:
+                self.on_payload(ev.payload)
         elif t is Welcome or t is Response:
             self._wake(ev)
 
     def heartbeat(self) -> None:
-        if self.upgraded and not self.closed:
+        if self.ready and not self.closed:
             try:
                 self.write_frame(self.conn.ping(0))
             except Exception:  # the protocol connection was closed by the server
                 self.close()
 
-    def send_message(self, receiver: Any) -> None:
-        _, data = self.conn.send(0, receiver.uid, 0 if self.reliable else 1, _PAYLOAD_TEXT,
+    def send_message(self, receiver: Any, payload: Any = _PAYLOAD_TEXT) -> None:
+        _, data = self.conn.send(0, receiver.uid, 0 if self.reliable else 1, payload,
                                  reliable=self.reliable)
         self.write_frame(data)
 
@@ -221,6 +229,7 @@ class RtsConn(Base):
         ev = await self.wait(timeout)
         if not isinstance(ev, Response) or ev.code != 0:
             raise ConnectionError("login failed: %r" % (getattr(ev, "code", ev),))
+        self.ready = True
 
 
 def _varint(n: int) -> bytes:
@@ -268,30 +277,34 @@ class MqttConn(Base):
             body = bytes(buf[i:i + n])
             pos = i + n
             if kind == 3:  # PUBLISH
+                tlen = int.from_bytes(body[:2], "big")
+                start = 2 + tlen
                 if (flags >> 1) & 3 and self.transport is not None:
-                    tlen = int.from_bytes(body[:2], "big")
-                    self.transport.write(b"\x40\x02" + body[2 + tlen:4 + tlen])  # PUBACK
+                    self.transport.write(b"\x40\x02" + body[start:start + 2])  # PUBACK
+                    start += 2
                 if self.pair is not None:
                     self.pair.got()
+                if self.on_payload is not None:
+                    self.on_payload(body[start:])
             elif kind in (2, 9):  # CONNACK, SUBACK
                 self._wake(body)
         del buf[:pos]
 
     def heartbeat(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.ready and self.transport is not None and not self.closed:
             self.transport.write(b"\xc0\x00")
 
     def _next_pid(self) -> int:
         self.pid = self.pid % 65535 + 1
         return self.pid
 
-    def send_message(self, receiver: Any) -> None:
+    def send_message(self, receiver: Any, payload: bytes = _PAYLOAD) -> None:
         assert self.transport is not None
         if self.reliable:
-            body = _utf8(receiver.topic) + self._next_pid().to_bytes(2, "big") + _PAYLOAD
+            body = _utf8(receiver.topic) + self._next_pid().to_bytes(2, "big") + payload
             self.transport.write(b"\x32" + _varint(len(body)) + body)
         else:
-            body = _utf8(receiver.topic) + _PAYLOAD
+            body = _utf8(receiver.topic) + payload
             self.transport.write(b"\x30" + _varint(len(body)) + body)
 
     async def subscribe(self, topic: str, qos: int, timeout: float) -> None:
@@ -315,6 +328,7 @@ class MqttConn(Base):
         ack = await self.wait(timeout)
         if len(ack) < 2 or ack[1] != 0:
             raise ConnectionError("CONNECT refused: %r" % (ack,))
+        self.ready = True
 
 
 async def _run(a: argparse.Namespace) -> Dict[str, Any]:
@@ -410,6 +424,54 @@ async def _run(a: argparse.Namespace) -> Dict[str, Any]:
     return result
 
 
+async def _rtt(a: argparse.Namespace) -> Dict[str, Any]:
+    """Sequential echoes between two raw clients through the server: its own share of the
+    round trip, without any SDK threads (reliable / QoS 1, then unreliable / QoS 0)."""
+    loop = asyncio.get_running_loop()
+    cls: Any = RtsConn if a.stack == "rts" else MqttConn
+    ping, echo = cls(0), cls(1)
+    for c, role in ((ping, "p"), (echo, "e")):
+        uid = "rtt%d-%s" % (os.getpid(), role)
+        token = mint_login_token(a.app_id, a.app_key, uid) if a.stack == "rts" else ""
+        await c.open(loop, a, None, uid, token, a.timeout)
+    out: Dict[str, Any] = {}
+    got: List[Optional[asyncio.Future[None]]] = [None]
+
+    def back(payload: Any) -> None:
+        f = got[0]
+        if f is not None and not f.done():
+            f.set_result(None)
+
+    ping.on_payload = back
+    echo.on_payload = lambda payload: echo.send_message(ping, payload)
+    for mode, reliable in (("reliable", True), ("unreliable", False)):
+        ping.reliable = echo.reliable = reliable
+        if a.stack == "mqtt":
+            qos = 1 if reliable else 0
+            await ping.subscribe("rtt/%d/%s/pong" % (os.getpid(), mode), qos, a.timeout)
+            await echo.subscribe("rtt/%d/%s/ping" % (os.getpid(), mode), qos, a.timeout)
+        lat: List[int] = []
+        lost = 0
+        payload: Any = _PAYLOAD_TEXT if a.stack == "rts" else _PAYLOAD
+        for i in range(a.warmup + a.echoes):
+            fut: asyncio.Future[None] = loop.create_future()
+            got[0] = fut
+            t0 = time.perf_counter_ns()
+            ping.send_message(echo, payload)
+            try:
+                await asyncio.wait_for(fut, 2.0)
+            except asyncio.TimeoutError:
+                lost += 1
+                continue
+            if i >= a.warmup:
+                lat.append(time.perf_counter_ns() - t0)
+        out[mode] = dict(percentiles(lat), lost=lost)
+    ping.close()
+    echo.close()
+    await asyncio.sleep(0.1)
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rts_sync.bench.rawclient")
     parser.add_argument("stack", choices=["rts", "mqtt"])
@@ -426,6 +488,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--echoes", type=int, default=0,
+                        help="instead of the capacity phases: this many sequential echoes "
+                        "between two connections (the server's own round trip)")
+    parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--spread", type=int, default=8,
                         help="source addresses 127.0.0.1..N for a loopback target")
     a = parser.parse_args(argv)
@@ -436,7 +502,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, ValueError, OSError):
         pass
-    result = asyncio.run(_run(a))
+    result = asyncio.run(_rtt(a) if a.echoes > 0 else _run(a))
     _emit({"result": result})
     return 0
 

@@ -127,6 +127,15 @@ def build_rows(rts: Dict[str, Any], mqtt: Dict[str, Any]) -> List[Row]:
                          _get(q0, "p50_ms"), "%.3f", higher_is_better=False))
         rows.append(_row("RTT unreliable p99 ms", _get(unrel, "p99_ms"), _get(q0, "p99_ms"),
                          "%.3f", higher_is_better=False))
+        if _get(rts, "rtt", "raw") or _get(mqtt, "rtt", "raw"):
+            rows.append(_row("RTT reliable p50, raw clients (server alone) ms",
+                             _get(rts, "rtt", "raw", "reliable", "p50_ms"),
+                             _get(mqtt, "rtt", "raw", "reliable", "p50_ms"), "%.3f",
+                             higher_is_better=False))
+            rows.append(_row("RTT reliable p99, raw clients (server alone) ms",
+                             _get(rts, "rtt", "raw", "reliable", "p99_ms"),
+                             _get(mqtt, "rtt", "raw", "reliable", "p99_ms"), "%.3f",
+                             higher_is_better=False))
     for members in sorted(rts.get("fanout") or mqtt.get("fanout") or {}, key=int):
         room = _get(rts, "fanout", members, "room")
         q1, q0 = _get(mqtt, "fanout", members, "qos1"), _get(mqtt, "fanout", members, "qos0")
@@ -238,13 +247,12 @@ def plot(path: str, rts: Dict[str, Any], mqtt: Dict[str, Any]) -> None:
          [_get(rts, "p2p", "reliable", "msgs_per_s"), _get(rts, "p2p", "unreliable", "msgs_per_s")],
          [_get(mqtt, "p2p", "qos1", "msgs_per_s"), _get(mqtt, "p2p", "qos0", "msgs_per_s")],
          "P2P one-way throughput (64 B)", "messages/s")
-    bars(axes[0][1], ["p50\nreliable/QoS 1", "p99\nreliable/QoS 1", "p50\nunreliable/QoS 0",
-                      "p99\nunreliable/QoS 0"],
+    bars(axes[0][1], ["rel. p50", "rel. p99", "unrel. p50", "unrel. p99"],
          [_get(rts, "rtt", "reliable", "p50_ms"), _get(rts, "rtt", "reliable", "p99_ms"),
           _get(rts, "rtt", "unreliable", "p50_ms"), _get(rts, "rtt", "unreliable", "p99_ms")],
          [_get(mqtt, "rtt", "qos1", "p50_ms"), _get(mqtt, "rtt", "qos1", "p99_ms"),
           _get(mqtt, "rtt", "qos0", "p50_ms"), _get(mqtt, "rtt", "qos0", "p99_ms")],
-         "Round-trip latency", "ms")
+         "Round-trip latency (reliable vs QoS 1, unreliable vs QoS 0)", "ms")
     members = sorted((rts.get("fanout") or {}).keys(), key=int)
     bars(axes[1][0], ["%s members" % m for m in members],
          [_get(rts, "fanout", m, "room", "deliveries_per_s") for m in members],

@@ -11,9 +11,12 @@ Sans-IO: no sockets, threads, clocks or logging here.
 
 from __future__ import annotations
 
+import importlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from importlib.metadata import version as _dist_version
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import cbor2
@@ -409,8 +412,15 @@ def decode(data: bytes, max_frame: int) -> Event:
         )
     fp = io.BytesIO(data)
     try:
-        f = cbor2.load(fp)
+        if _LEAKY_TEXT_ERRORS:
+            f = cbor2.load(fp, str_errors="replace")
+            if _has_replacement(f, 0):  # maybe text that is not UTF-8: the strict decoder decides
+                fp = io.BytesIO(data)
+                f = _strict_decoder(fp).decode()
+        else:
+            f = cbor2.load(fp)
     except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, ...)
+        _drop_tracebacks(exc)
         raise _remote("malformed CBOR: %s" % exc) from exc
     if fp.tell() != len(data):
         raise _remote("%d bytes after the frame" % (len(data) - fp.tell()))
@@ -429,3 +439,40 @@ def decode(data: bytes, max_frame: int) -> Event:
 
 def _remote(msg: str) -> RemoteProtocolError:
     return RemoteProtocolError(msg, CloseCode.PROTOCOL_ERROR)
+
+
+#: cbor2 before 6 (5.9 is the newest for Python 3.9) leaks, in its C decoder, every exception it
+#: raises for text that is not UTF-8. With it, frames are decoded with bad text replaced by
+#: U+FFFD, and one that then holds a U+FFFD is decoded again, strictly, by cbor2's pure-Python
+#: decoder, which leaks nothing: the result is the same, the memory stays bounded.
+_LEAKY_TEXT_ERRORS = int(_dist_version("cbor2").split(".")[0]) < 6
+_strict_decoder: Any = (importlib.import_module("cbor2._decoder").CBORDecoder
+                        if _LEAKY_TEXT_ERRORS else None)
+
+
+def _has_replacement(v: Any, depth: int) -> bool:
+    """True when a decoded value holds U+FFFD in some text (depth-bounded like the decoder)."""
+    t = type(v)
+    if t is str:
+        return "\ufffd" in v
+    if depth > 500:
+        return True  # let the strict decoder refuse it
+    if t is list or t is tuple or t is set or t is frozenset:
+        return any(_has_replacement(x, depth + 1) for x in v)
+    if isinstance(v, Mapping):
+        return any(_has_replacement(k, depth + 1) or _has_replacement(x, depth + 1)
+                   for k, x in v.items())
+    if isinstance(v, cbor2.CBORTag):
+        return _has_replacement(v.value, depth + 1)
+    return False
+
+
+def _drop_tracebacks(exc: Optional[BaseException]) -> None:
+    """Forget where cbor2's exception (and those it chains) passed: cbor2 5.x, the newest for
+    Python 3.9, leaks a reference to some of its exceptions (e.g. for text that is not UTF-8),
+    and a traceback would keep the caller's frames, and what they hold, alive with it."""
+    for _ in range(8):
+        if exc is None:
+            return
+        exc.__traceback__ = None
+        exc = exc.__context__

@@ -20,6 +20,7 @@ from ..enums import LoginErrorCode, RoomMessageSendResult, UserMessageSendResult
 from ..errors import RemoteProtocolError
 from .hub import Hub
 from .session import CLOSE_TIMEOUT, Session, TokenBucket
+from .ws_guard import guarded_reader
 
 __all__ = ["ConnectionHandler", "serve_connection"]
 
@@ -35,9 +36,16 @@ _ARITY: Dict[int, int] = {p.Op.LOGIN: 4, p.Op.LOGOUT: 0, p.Op.ONLINE_STATUS: 1,
 class _RtsWebSocket(web.WebSocketResponse):
     """aiohttp's WebSocket, except that a message over ``max_msg_size`` (which aiohttp rejects
     before reading it, closing with 1009) is answered as the protocol says: a CLOSE frame and the
-    WebSocket close code FRAME_TOO_LARGE (4413)."""
+    WebSocket close code FRAME_TOO_LARGE (4413). Where aiohttp would read such a message's body
+    before refusing it, ``ws_guard`` refuses it from its header."""
 
     too_large: Optional[Callable[[], Optional[bytes]]] = None
+    #: The largest frame (the ``max_frame`` limit).
+    frame_limit = p.default_max_frame()
+
+    def _post_start(self, request: Any, *args: Any, **kwargs: Any) -> None:  # aiohttp's hook
+        with guarded_reader(request.protocol, self, self.frame_limit):
+            super()._post_start(request, *args, **kwargs)
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", **kwargs: Any) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed and self.too_large is not None:
@@ -57,6 +65,7 @@ async def serve_connection(hub: Hub, request: web.Request) -> web.WebSocketRespo
     # aiohttp rejects a message of max_msg_size bytes or more; max_frame itself is allowed.
     ws = _RtsWebSocket(max_msg_size=limits.max_frame + 1, heartbeat=None, compress=False,
                        timeout=CLOSE_TIMEOUT)
+    ws.frame_limit = limits.max_frame
     await ws.prepare(request)
     session = Session(next(_cids), ws, request, limits, hub.metrics, request.remote or "",
                       hub.on_session_closed)

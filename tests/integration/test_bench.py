@@ -91,6 +91,9 @@ def test_quick_smoke_run_with_mqtt_comparison(tmp_path: Path) -> None:
         _check_rtt(rts["rtt"][key])
     for key in ("qos1", "qos0"):
         _check_rtt(mqtt["rtt"][key])
+    for raw in (rts["rtt"]["raw"], mqtt["rtt"]["raw"]):  # raw clients: the server alone
+        _check_rtt(raw["reliable"])
+        _check_rtt(raw["unreliable"])
     (members,) = rts["fanout"].keys()
     _check_fanout(rts["fanout"][members]["room"], reliable=True)
     _check_fanout(mqtt["fanout"][members]["qos1"], reliable=True)

@@ -13,7 +13,7 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import pytest
 from appserver import push
@@ -24,6 +24,7 @@ import rts_sync
 from rts_sync import ExceedQpsError, RoomError
 from rts_sync import protocol as p
 from rts_sync.protocol import CloseCode
+from rts_sync.server import ws_guard
 from rts_sync.server.config import Limits
 from rts_sync.testing import ServerHandle, serve_in_thread
 from rts_sync.token import mint_login_token
@@ -107,12 +108,23 @@ def test_a_default_server_announces_its_limits(server: ServerHandle) -> None:
     c.close()
 
 
+@pytest.fixture(params=["as-installed", "ws_guard"])
+def guarded_server(request: pytest.FixtureRequest,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerHandle]:
+    """A server as installed (aiohttp 3.14.1 and later checks frame headers itself, older ones
+    get rts_sync's ws_guard), and one that uses ws_guard whatever aiohttp is installed."""
+    if request.param == "ws_guard":
+        monkeypatch.setattr(ws_guard, "reader_checks_header", lambda: False)
+    with serve_in_thread({APP_ID: APP_KEY}) as srv:
+        yield srv
+
+
 @pytest.mark.parametrize("claimed", [66561, 1 << 20, 1 << 40, (1 << 63) - 1])
 @pytest.mark.parametrize("logged_in", [False, True])
 def test_the_frame_size_is_checked_from_the_header_before_any_of_the_body(
-        server: ServerHandle, claimed: int, logged_in: bool) -> None:
+        guarded_server: ServerHandle, claimed: int, logged_in: bool) -> None:
     """Only the header and 100 bytes are sent: the server must not wait for the rest."""
-    c = RawWs(server)
+    c = RawWs(guarded_server)
     c.send(c.conn.hello(APP_ID, "t"))
     if logged_in:
         c.send(c.conn.request(p.Op.LOGIN, ("%s" % mint_login_token(APP_ID, APP_KEY, "big"),
@@ -121,7 +133,28 @@ def test_the_frame_size_is_checked_from_the_header_before_any_of_the_body(
     code, seconds = c.close_code()
     assert code == CloseCode.FRAME_TOO_LARGE and seconds < 2.0
     c.close()
-    assert metric(server, "rts_protocol_errors_total") == 1
+    assert metric(guarded_server, "rts_protocol_errors_total") == 1
+
+
+def test_an_oversized_frame_sent_with_the_upgrade_request_is_refused_too(
+        guarded_server: ServerHandle) -> None:
+    """The frames a client sends right behind its HTTP request, before the 101 comes back."""
+    conn = p.Connection(p.Role.CLIENT)
+    sock = socket.create_connection((guarded_server.host, guarded_server.port), timeout=WAIT)
+    sock.sendall(b"GET /rts HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                 + ws_frame(conn.hello(APP_ID, "t")) + ws_frame(b"\x00" * 100, length=1 << 30))
+    data = b""
+    t0 = time.monotonic()
+    while b"\x88" not in data.split(b"\r\n\r\n", 1)[-1] and time.monotonic() - t0 < 5:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    body = data.split(b"\r\n\r\n", 1)[1]
+    close_at = body.index(b"\x88")  # the WebSocket close frame, after WELCOME and CLOSE
+    assert struct.unpack("!H", body[close_at + 2:close_at + 4])[0] == CloseCode.FRAME_TOO_LARGE
+    sock.close()
 
 
 def test_pings_do_not_keep_an_unauthenticated_connection_open() -> None:
