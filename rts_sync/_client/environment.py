@@ -56,7 +56,9 @@ class Environment:
                  clock: Callable[[], float] = time.monotonic,
                  detect: Callable[[], NetworkSnapshot] = netinfo.detect,
                  cellular: Callable[[], List[CellularPath]] = netinfo.cellular_interfaces,
-                 sampler: Optional[SysStatsSampler] = None) -> None:
+                 sampler: Optional[SysStatsSampler] = None,
+                 wants_stats: Callable[[], bool] = lambda: True) -> None:
+        self._wants_stats = wants_stats
         self.proxies: Tuple[LocalProxyConfiguration, ...] = ()
         self.cellular_enhancement = False
         self._emit = emit
@@ -78,8 +80,16 @@ class Environment:
         def emit(lane: Hashable, method: str, args: Tuple[Any, ...]) -> None:
             core.dispatcher.submit_many([core.emit.task(lane, method, args)])
 
+        def wants_stats() -> bool:
+            # Sampling costs most of an idle engine's CPU: only for a handler that listens.
+            from ..handlers import RTSEventHandler
+
+            method = getattr(type(core.handler), "on_sys_stats", None)
+            return core.handler is not None and method is not RTSEventHandler.on_sys_stats
+
         return cls(emit, lambda: bool(io.session_active or io.logged_in or io.login_pending),
-                   lambda: io.submit(io.network_changed), lambda: core.config.stats_interval)
+                   lambda: io.submit(io.network_changed), lambda: core.config.stats_interval,
+                   wants_stats=wants_stats)
 
     # ------------------------------------------------------------------ the timer
     def run_once(self, now: float) -> float:
@@ -95,7 +105,8 @@ class Environment:
             if self._next_tick <= now:  # fell behind (a long connect attempt): skip, no burst
                 self._next_tick = now + interval
             try:
-                self._emit(STATS_LANE, "on_sys_stats", (self._sampler.sample(),))
+                if self._wants_stats():
+                    self._emit(STATS_LANE, "on_sys_stats", (self._sampler.sample(),))
             except Exception:  # psutil refused (a sandbox, a platform without /proc): skip one
                 log.exception("sampling system stats failed")
             if self._active():

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import datetime
 import functools
+import importlib
 import json
 import os
 import sys
@@ -313,7 +314,7 @@ def run(a: argparse.Namespace) -> int:
         mosq_exe = find_mosquitto(a.mosquitto)
     if a.plot:
         try:
-            import matplotlib  # noqa: F401
+            importlib.import_module("matplotlib")
         except ImportError:
             raise BenchError("--plot needs matplotlib, which is not installed: pip install "
                              "matplotlib (or leave --plot out: the table and --json do not need "

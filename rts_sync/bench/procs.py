@@ -10,6 +10,7 @@ caller's thread.
 
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 import shutil
@@ -100,14 +101,14 @@ class RtsServer:
             args += ["--limit", "%s=%s" % (name, value)]
         if self.uvloop:
             try:
-                import uvloop  # noqa: F401
+                importlib.import_module("uvloop")
             except ImportError:
                 raise BenchError("--server-uvloop needs uvloop (pip install uvloop)") from None
             cmd = [sys.executable, "-c", _UVLOOP_LAUNCHER, *args]
         else:
             cmd = [sys.executable, "-m", "rts_sync.server", *args]
         try:
-            import aiohttp  # noqa: F401
+            importlib.import_module("aiohttp")
         except ImportError:
             raise BenchError("starting rts-server needs aiohttp: pip install 'rts_sync[bench]' "
                              "(or give --url of a running server)") from None
