@@ -332,10 +332,6 @@ class Connection:
         """The reliable frames not yet acknowledged, oldest first, as they were sent."""
         return [data for _, data, _ in self._unacked]
 
-    def unacked_seqs(self) -> List[int]:
-        """The seqs of the frames not yet acknowledged, oldest first."""
-        return [seq for seq, _, _ in self._unacked]
-
     def unacked_tags(self) -> List[Any]:
         """The tags of the frames not yet acknowledged, oldest first (None where untagged)."""
         return [tag for _, _, tag in self._unacked]
