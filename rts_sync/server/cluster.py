@@ -47,6 +47,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Deque, Dict, List, O
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import RedisError
 except ImportError as _exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("cluster mode (--redis) needs the redis package: "
@@ -116,7 +119,13 @@ class Cluster(ClusterMessages, ClusterInbox):
     # ------------------------------------------------------------------ lifecycle
     async def start(self, app: Any = None) -> None:
         """Connect and start the loops; a Redis that is down now only makes the node unhealthy."""
-        opts: Dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_keepalive": True}
+        # One immediate retry on a fresh connection when a pooled one turns out to be closed (a
+        # Redis restart leaves every idle connection dead). ``from_url`` does not pass the
+        # client's default retry policy on to its pool, so without this a stale connection
+        # fails the command. Only ConnectionError: a timed-out command may have been applied.
+        opts: Dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_keepalive": True,
+                                "retry": Retry(NoBackoff(), 1,
+                                               supported_errors=(RedisConnectionError,))}
         self._redis = aioredis.Redis.from_url(self.url, socket_timeout=5.0, **opts)
         self._reader = aioredis.Redis.from_url(self.url, socket_timeout=10.0, **opts)
         self._out_wake, self._out_room, self._ops_wake = (asyncio.Event(), asyncio.Event(),

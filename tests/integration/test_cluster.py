@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 from appserver import AppRecorder, AppServer, push
 from cluster_nodes import Node, RedisServer, rotated, start_nodes, stop_nodes
-from conftest import APP_ID, WAIT, Recorder, RoomRecorder, token, wait_no_threads
+from conftest import APP_ID, APP_KEY, WAIT, Recorder, RoomRecorder, token, wait_no_threads
 
 import rts_sync
 from rts_sync import (
@@ -305,6 +305,19 @@ def test_node_kill_soak(seed: int) -> None:
     print("node kill %d:" % seed, run_node_kill(seed=100 + seed, n=1500))
 
 
+def all_online(rts: rts_sync.RTS, uid: str, n: int = 20) -> bool:
+    """``n`` concurrent online-status queries for ``uid``, all answered ONLINE."""
+    ops = [rts.get_peer_online_status(uid) for _ in range(n)]
+    return [op.result(WAIT) for op in ops] == [1] * n
+
+
+def redis_errors(node: Node) -> int:
+    for line in node.metrics().splitlines():
+        if line.startswith("rts_cluster_redis_errors_total"):
+            return int(float(line.split()[-1]))
+    raise AssertionError("no rts_cluster_redis_errors_total in /metrics")
+
+
 def test_redis_restart_unhealthy_refuses_logins_and_recovers() -> None:
     redis = RedisServer()
     nodes = start_nodes(redis.url, 2)
@@ -316,6 +329,9 @@ def test_redis_restart_unhealthy_refuses_logins_and_recovers() -> None:
         aroom, arr, _ = e.room(alice, "x-room")
         broom, brr, _ = e.room(bob, "x-room")
         assert alice.send_message("x-bob", "before").result(WAIT) == 0
+        # concurrent lookups leave several idle connections in each node's Redis pool; a
+        # restart makes them all stale, and none may fail a command afterwards
+        assert all_online(alice, "x-bob") and all_online(bob, "x-alice")
         redis.stop()
         for node in nodes:
             body = node.wait_health(503)
@@ -331,11 +347,15 @@ def test_redis_restart_unhealthy_refuses_logins_and_recovers() -> None:
         redis.start()  # empty: every node registers its users and rooms again by itself
         for node in nodes:
             node.wait_health(200, nodes=2)
+        errors = [redis_errors(node) for node in nodes]
         assert late.login(token("x-late"), "x-late").result(WAIT) == 0
-        assert bob.get_peer_online_status("x-alice").result(WAIT) == 1
+        assert all_online(alice, "x-bob") and all_online(bob, "x-alice")
         assert late.get_peer_online_status("x-bob").result(WAIT) == 1
         ops = [alice.send_message("x-bob", "m%d" % i) for i in range(100)]
-        assert all(op.result(WAIT) == 0 for op in ops)
+        assert [op.result(WAIT) for op in ops] == [0] * 100
+        # healthy again means healthy: not one Redis error since (stale pooled connections
+        # are retried on a fresh connection)
+        assert [redis_errors(node) for node in nodes] == errors
         assert [m for _, m in brec.wait_count("msg", 101)] == ["before"] + ["m%d" % i
                                                                           for i in range(100)]
         assert aroom.send_room_message("room after").result(WAIT) == 200
@@ -355,3 +375,33 @@ def test_single_node_needs_no_redis() -> None:
 
     with serve_in_thread({APP_ID: "k"}) as srv:
         assert srv.stats() == {"status": "ok", "sessions": 0, "connections": 0}
+
+
+def test_stale_pooled_redis_connections_are_retried_after_a_restart() -> None:
+    """A Redis restart leaves every idle pooled connection dead; the next command on each one
+    must go through on a fresh connection instead of failing (and making the node unhealthy)."""
+    import asyncio
+
+    from rts_sync.server.app import HUB
+    from rts_sync.testing import serve_in_thread
+
+    redis = RedisServer()
+    try:
+        with serve_in_thread({APP_ID: APP_KEY}, redis_url=redis.url) as srv:
+            assert srv._runner is not None
+            cluster = srv._runner.app[HUB].cluster
+            assert cluster is not None
+
+            async def gets(n: int) -> List[Any]:
+                return await asyncio.gather(*[cluster._redis.get("k%d" % i) for i in range(n)],
+                                            return_exceptions=True)
+
+            def run(n: int) -> List[Any]:
+                return asyncio.run_coroutine_threadsafe(gets(n), srv._loop).result(WAIT)
+
+            assert run(20) == [None] * 20  # 20 connections now idle in the pool
+            redis.stop()
+            redis.start()
+            assert run(20) == [None] * 20  # each was dead; each retried once on a new one
+    finally:
+        redis.stop()
