@@ -79,6 +79,16 @@ def _check_str(name: str, value: object) -> str:
     return value
 
 
+def _message_config(config: object) -> MessageConfig:
+    if isinstance(config, bool) or not isinstance(config, int):
+        raise TypeError("config must be a MessageConfig, not %s" % type(config).__name__)
+    try:
+        return MessageConfig(config)
+    except ValueError:
+        raise InvalidArgumentError("config must be a MessageConfig, got %r" % (config,),
+                                   -2) from None
+
+
 class RTS:
     """A real-time signaling engine (the seed's ``RTS``); use :func:`create_rts`.
 
@@ -265,13 +275,8 @@ class RTS:
         _check_str("uid", uid)
         if not uid:
             raise InvalidArgumentError("uid must not be empty", -2)
-        if isinstance(config, bool) or not isinstance(config, int):
-            raise TypeError("config must be a MessageConfig, not %s" % type(config).__name__)
-        try:
-            config = MessageConfig(config)
-        except ValueError:
-            raise InvalidArgumentError("config must be a MessageConfig, got %r" % (config,),
-                                       -2) from None
+        if config.__class__ is not MessageConfig:  # a member passes without an Enum call
+            config = _message_config(config)
         op = SendOperation(core.next_msg_id(), core.in_callback_thread)
         code = self._precheck(message)
         if code is None and not is_valid_id(uid):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
 
@@ -41,7 +42,7 @@ class Dispatcher:
 
     def __init__(self, name: str, workers: int, capacity: int,
                  on_drained: Optional[Callable[[], None]] = None,
-                 idle_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 10.0) -> None:
         self.capacity = capacity
         self.max_workers = max(1, workers)
         self.idle_timeout = idle_timeout
@@ -125,15 +126,24 @@ class Dispatcher:
         me = threading.get_ident()
         while True:
             with cond:
+                # An extra worker ends once it has had nothing to do for idle_timeout, counted
+                # from its own last task: being woken for a task that another worker took first
+                # does not restart the count.
+                retire_at: Optional[float] = None
                 while not self._ready and not self._stopping:
+                    timeout: Optional[float] = None
+                    if len(self._threads) > 1:
+                        now = time.monotonic()
+                        if retire_at is None:
+                            retire_at = now + self.idle_timeout
+                        timeout = retire_at - now
+                        if timeout <= 0:
+                            del self._threads[me]
+                            self.thread_ids = frozenset(self._threads)
+                            return
                     self._idle += 1
-                    timed_out = not cond.wait(self.idle_timeout if len(self._threads) > 1
-                                              else None)
+                    cond.wait(timeout)
                     self._idle -= 1
-                    if timed_out and not self._ready and len(self._threads) > 1:
-                        del self._threads[me]  # an extra worker idle for long: end it
-                        self.thread_ids = frozenset(self._threads)
-                        return
                 if self._stopping:
                     return
                 lane = self._ready.popleft()

@@ -1,17 +1,17 @@
 """WebSocket framing for the data phase of the SDK's connection (sans-IO).
 
-websocket-client does the opening handshake on our own socket and encodes (masks) our outgoing
-frames (``websocket.ABNF``). Reading is done here instead, from bytes the I/O thread received
-without blocking, so that one thread can read and write the same socket through ``selectors``
-and the frame size limit is checked from the header, before the body is buffered.
+websocket-client does the opening handshake on our own socket. The frames of the data phase are
+encoded (masked) and read here instead: writing without building websocket-client's ``ABNF``
+objects (measured at 6.5 % of the I/O thread's time in a send burst), reading from bytes the I/O
+thread received without blocking, so that one thread can read and write the same socket through
+``selectors`` and the frame size limit is checked from the header, before the body is buffered.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from typing import List, Optional, Tuple
-
-from websocket import ABNF
 
 from ..errors import RemoteProtocolError
 from ..protocol import CloseCode
@@ -48,12 +48,29 @@ class _MaskKeys:
 _mask_keys = _MaskKeys()
 
 
+_HEAD_SHORT = struct.Struct("!BB").pack
+_HEAD_16 = struct.Struct("!BBH").pack
+_HEAD_64 = struct.Struct("!BBQ").pack
+
+
 def encode_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
-    """One masked client frame (RFC 6455 §5.3), encoded by websocket-client."""
-    abnf = ABNF.create_frame(payload, opcode)
-    abnf.get_mask_key = _mask_keys
-    frame: bytes = abnf.format()
-    return frame
+    """One final, masked client frame (RFC 6455 §5.2, §5.3) carrying ``payload``."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        head = _HEAD_SHORT(first, 0x80 | n)
+    elif n < 0x10000:
+        head = _HEAD_16(first, 0x80 | 126, n)
+    else:
+        head = _HEAD_64(first, 0x80 | 127, n)
+    key = _mask_keys(4)
+    if not n:
+        return head + key
+    # XOR with the key repeated over the payload, as one big-integer operation
+    stream = key * ((n >> 2) + 1)
+    masked = (int.from_bytes(payload, "little")
+              ^ int.from_bytes(stream[:n], "little")).to_bytes(n, "little")
+    return head + key + masked
 
 
 def _fail(msg: str, code: int = CloseCode.PROTOCOL_ERROR) -> RemoteProtocolError:

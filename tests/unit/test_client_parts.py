@@ -76,6 +76,28 @@ def test_parser_rejects_bad_frames(bad: bytes) -> None:
         WsParser(1000).feed(bad)
 
 
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 64, 125, 126, 127, 65535, 65536, 70001])
+def test_encode_frame_lengths_and_mask_match_rfc6455(size: int) -> None:
+    """Every length encoding (7, 16, 64 bits) and the mask, unmasked by websocket-client."""
+    import os
+    import struct
+
+    from websocket import ABNF
+
+    payload = os.urandom(size)
+    frame = encode_frame(payload, OP_BINARY)
+    assert frame[0] == 0x82 and frame[1] & 0x80  # FIN + binary, masked
+    n, off = frame[1] & 0x7F, 2
+    if n == 126:
+        n, off = struct.unpack("!H", frame[2:4])[0], 4
+    elif n == 127:
+        n, off = struct.unpack("!Q", frame[2:10])[0], 10
+    assert n == size and len(frame) == off + 4 + size
+    key = frame[off:off + 4]
+    assert ABNF.mask(key, frame[off + 4:]) == payload
+    assert encode_frame(payload, OP_BINARY)[off:off + 4] != key  # a fresh key per frame
+
+
 def test_encode_frame_is_masked_and_websocket_client_reads_it() -> None:
     data = encode_frame(b"hello", OP_BINARY)
     assert data[0] == 0x82 and data[1] & 0x80  # FIN + binary, masked
@@ -140,6 +162,37 @@ def test_dispatcher_keeps_lane_order_and_survives_exceptions() -> None:
     assert seen["b"] == [i for i in range(500) if i != 3]
     assert seen["a"][:10] == [0, 1, 2, 4, 5, 6, 7, 8, 9, 10]
     assert not any(t.name.startswith("rts-cb-t-") for t in threading.enumerate())
+
+
+def test_dispatcher_extra_worker_retires_by_its_own_idleness() -> None:
+    """A slow callback makes a second worker for the other lane; once that worker has had
+    nothing to do for idle_timeout it ends, even while the first worker keeps being woken."""
+    import threading
+
+    d = Dispatcher("r", workers=2, capacity=1000, idle_timeout=0.5)
+    d.start()
+    gate, started, ran = threading.Event(), threading.Event(), threading.Event()
+    try:
+        d.submit("slow", lambda: (started.set(), gate.wait(10)))
+        assert started.wait(10)
+        d.submit("other", ran.set)  # every worker busy and a lane ready: a second worker
+        assert ran.wait(10) and d.workers == 2
+        extra = [t for t in threading.enumerate() if t.name == "rts-cb-r-1"]
+        gate.set()
+        # keep the pool busy with short tasks: they wake idle workers, which must not
+        # restart the extra worker's idle count
+        done = threading.Event()
+        for i in range(20):
+            d.submit("tick", (done.set if i == 19 else (lambda: None)))
+        assert done.wait(10)
+        extra[0].join(10)
+        assert not extra[0].is_alive() and d.workers == 1
+        again = threading.Event()
+        d.submit("tick", again.set)  # the remaining worker still runs tasks
+        assert again.wait(10)
+    finally:
+        gate.set()
+        d.stop()
 
 
 def test_dispatcher_saturation_and_drain_wakeup() -> None:
