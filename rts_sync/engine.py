@@ -284,7 +284,7 @@ class RTS:
         if code is not None:
             self._fail_now(op, code)
             return op
-        core.io.submit(core.io.send, op, TargetKind.PEER, uid, int(config), message)
+        core.io.send_now(op, TargetKind.PEER, uid, int(config), message)
         return op
 
     def _precheck(self, message: Union[str, bytes]) -> Optional[R]:

@@ -166,6 +166,6 @@ class RTSRoom:
                 ("room", self._room_id), "on_room_message_send_result", (op.msg_id, code), op,
                 error=err, handler=self._get_handler)])
             return op
-        core.io.submit(core.io.send, op, TargetKind.ROOM, self._room_id,
-                       int(MessageConfig.RELIABLE_ORDERED), message, self._room_id)
+        core.io.send_now(op, TargetKind.ROOM, self._room_id,
+                         int(MessageConfig.RELIABLE_ORDERED), message, self._room_id)
         return op

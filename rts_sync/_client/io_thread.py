@@ -1,10 +1,14 @@
-"""The I/O thread: the only thread that touches the socket and the protocol Connection.
+"""The I/O thread: it owns the socket and the protocol Connection.
 
 Other threads hand it work with :meth:`IOThread.submit` (a deque plus one wake-up byte on a
-socketpair, written only when the thread is asleep). It waits in ``selectors`` on the socket and
-the wake-up socket, never on a timer it does not need: the only timeout it sets is the earliest
-request or send deadline. Everything it reads becomes dispatcher tasks handed over in one batch
-per read, followed by one cumulative ACK; everything queued for writing goes out in one ``send``.
+socketpair, written only when the thread is asleep). A message send is the exception: while
+the I/O thread waits in select() with nothing queued, the sending thread takes the I/O state lock
+and writes the message itself (:meth:`IOThread.send_now`); the I/O thread holds that lock at all
+other times, so the state is still touched by one thread at a time. It waits in ``selectors``
+on the socket and the wake-up socket, never on a timer it does not need: the only timeout it
+sets is the earliest request or send deadline. Everything it reads becomes dispatcher tasks
+handed over in one batch per read, followed by one cumulative ACK; everything queued for writing
+goes out in one ``send``.
 """
 
 from __future__ import annotations
@@ -69,15 +73,16 @@ ResponseFn = Callable[[int, Any, Tasks], None]
 FailFn = Callable[[RTSError, Tasks], None]
 
 _READ = selectors.EVENT_READ
+_RECV_SIZE = 262144
 _WRITE = selectors.EVENT_WRITE
 
 
 class IOThread(Messaging, RoomOps, Reconnect):
     """Socket reads and writes, protocol state, pending operations (see the module docstring).
 
-    Threading: runs on ``rts-io-<id>``; ``submit`` is the only method other threads call, apart
-    from reading the plain attributes ``session_active``, ``paused``, ``last_rx`` and
-    ``logged_in``.
+    Threading: runs on ``rts-io-<id>``; ``submit`` and ``send_now`` are the only methods other
+    threads call, apart from reading the plain attributes ``session_active``, ``paused``,
+    ``last_rx`` and ``logged_in``.
     """
 
     def __init__(self, core: EngineCore, name: str) -> None:
@@ -88,6 +93,12 @@ class IOThread(Messaging, RoomOps, Reconnect):
         self._wake_w.setblocking(False)
         self._sleeping = False
         self._stopping = False
+        self._finished = False
+        #: The I/O state lock: the I/O thread holds it except while it waits in select(), so
+        #: that a sending thread may take it and write a message itself (see send_now).
+        self._lock = threading.Lock()
+        #: While the I/O thread waits: until when (None: no timeout); 0.0 while it is busy.
+        self._select_until: Optional[float] = 0.0
         self._sel: Optional[selectors.BaseSelector] = None
         self._thread = threading.Thread(target=self._run, name="rts-io-%s" % name, daemon=True)
         # Session state, owned by the I/O thread.
@@ -95,6 +106,8 @@ class IOThread(Messaging, RoomOps, Reconnect):
         self.conn: Optional[Connection] = None
         self._parser: Optional[WsParser] = None
         self._out = bytearray()
+        self._rbuf = bytearray(_RECV_SIZE)
+        self._rview = memoryview(self._rbuf)
         self._interest = 0
         self._url = ""
         self.session_active = False
@@ -129,6 +142,52 @@ class IOThread(Messaging, RoomOps, Reconnect):
             except (BlockingIOError, OSError):
                 pass  # already has a wake-up byte pending, or closing
 
+    def send_now(self, op: SendOperation, kind: int, target: str, config: int, payload: Any,
+                 room: Optional[str] = None) -> None:
+        """``submit(self.send, ...)``, but done on the calling thread when the I/O thread is
+        idle in select() and nothing is queued before it: the message is sequenced, registered
+        and written to the socket here, saving the hand-over to the I/O thread (a wake-up and a
+        thread switch per message on the latency path). Whatever cannot be finished here (a
+        partial write, a socket error, a deadline earlier than the I/O thread's wake-up) is left
+        to the I/O thread, which is woken for it. Never blocks on the network."""
+        lock = self._lock
+        if self._cmds or not self._sleeping or not lock.acquire(False):
+            self.submit(self.send, op, kind, target, config, payload, room)
+            return
+        try:
+            if self._cmds or self._finished or self._stopping:
+                self.submit(self.send, op, kind, target, config, payload, room)
+                return
+            self.send(op, kind, target, config, payload, room)
+            wake = False
+            if self._out and self.sock is not None and self.conn is not None:
+                ack = self.conn.ack()
+                if ack is not None:
+                    self._write(ack)
+                try:
+                    n = self.sock.send(self._out)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError:
+                    n = 0  # the I/O thread meets the error again and handles it
+                del self._out[:n]
+                wake = bool(self._out)
+            if self._sends:
+                until = self._select_until
+                if until is None or next(iter(self._sends.values()))[0] < until:
+                    wake = True  # the first send deadline is before the I/O thread's wake-up
+            if wake:
+                self._wake_now()
+        finally:
+            lock.release()
+
+    def _wake_now(self) -> None:
+        self._sleeping = False
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already has a wake-up byte pending, or closing
+
     @property
     def login_pending(self) -> bool:
         return self._login is not None
@@ -152,13 +211,23 @@ class IOThread(Messaging, RoomOps, Reconnect):
     def _run(self) -> None:
         sel = self._sel = selectors.DefaultSelector()
         sel.register(self._wake_r, _READ)
+        lock = self._lock
+        lock.acquire()  # held all the time except while waiting in select()
         try:
             while not self._stopping:
                 self._sleeping = True
                 if self._cmds:
                     self._sleeping = False
                 else:
-                    for key, mask in sel.select(self._next_timeout()):
+                    timeout = self._next_timeout()
+                    self._select_until = None if timeout is None else time.monotonic() + timeout
+                    lock.release()
+                    try:
+                        events = sel.select(timeout)
+                    finally:
+                        lock.acquire()
+                    self._select_until = 0.0
+                    for key, mask in events:
                         if key.fileobj is self._wake_r:
                             self._drain_wake()
                         else:
@@ -175,8 +244,12 @@ class IOThread(Messaging, RoomOps, Reconnect):
             log.exception("I/O thread failed")
             self._lost(Reason.UNKNOWN, "internal error")
         finally:
-            self._shutdown()
-            sel.close()
+            try:
+                self._shutdown()
+                sel.close()
+            finally:
+                self._finished = True
+                lock.release()
 
     def _drain_wake(self) -> None:
         try:
@@ -196,12 +269,19 @@ class IOThread(Messaging, RoomOps, Reconnect):
         if self._requests:
             d = next(iter(self._requests.values()))[0]
             deadline = d if deadline is None else min(deadline, d)
+        now = time.monotonic()
         if self._sends:
             d = next(iter(self._sends.values()))[0]
             deadline = d if deadline is None else min(deadline, d)
+        elif self.sock is not None:
+            # Wake by the earliest deadline a send made while we wait can have, so that
+            # send_now need not wake us for it (one wake-up per send_timeout at most, fewer
+            # than the heartbeats').
+            d = now + self.core.config.send_timeout
+            deadline = d if deadline is None else min(deadline, d)
         if deadline is None:
             return None
-        return max(deadline - time.monotonic(), 0.0)
+        return max(deadline - now, 0.0)
 
     def _expire(self, now: float) -> None:
         tasks: Tasks = []
@@ -260,15 +340,19 @@ class IOThread(Messaging, RoomOps, Reconnect):
     def _on_readable(self) -> None:
         assert self.sock is not None and self._parser is not None
         try:
-            data = self.sock.recv(262144)
+            # into a buffer kept for the session: recv(256 KiB) would allocate (mmap) and shrink
+            # (mremap) a fresh bytes object per read, measured at two syscalls and TLB
+            # shootdowns per message on the latency path
+            n = self.sock.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._lost(Reason.NETWORK_LOST, str(exc))
             return
-        if not data:
+        if not n:
             self._lost(Reason.SERVER_CLOSED, "the server closed the connection")
             return
+        data = self._rview[:n]
         self.last_rx = time.monotonic()
         tasks: Tasks = []
         try:

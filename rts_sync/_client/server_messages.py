@@ -93,7 +93,7 @@ def send_server_message(core: EngineCore, message: Union[str, bytes]) -> ServerS
         _fail(core, op, code, "", tasks)
         core.dispatcher.submit_many(tasks)
         return op
-    core.io.submit(core.io.send, op, TargetKind.SERVER, "", 0, message)
+    core.io.send_now(op, TargetKind.SERVER, "", 0, message)
     return op
 
 

@@ -91,7 +91,7 @@ class WsParser:
         self._frag: List[bytes] = []
         self._frag_len = 0
 
-    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+    def feed(self, data: bytes | memoryview) -> List[Tuple[int, bytes]]:
         """Add received bytes; return every message now complete, in order."""
         buf = self._buf
         if self._pos and self._pos == len(buf):

@@ -24,6 +24,7 @@ from rts_sync import (
     ConnectionStateChangeReason,
     LoginErrorCode,
     SendTimeoutError,
+    UserMessageSendResult,
     UserOfflineReason,
 )
 from rts_sync.testing import FaultProxy, serve_in_thread
@@ -381,3 +382,26 @@ def test_callbacks_slow_lane_raising_callback_and_reentrant_calls(server: Any) -
     finally:
         for e in (alice, bob, carol):
             e.destroy()
+
+
+def test_send_timeout_fires_when_the_send_was_written_by_the_calling_thread(
+        server: Any, proxy: FaultProxy) -> None:
+    """A send written directly by the caller while the I/O thread sleeps without a timeout must
+    still wake it for its deadline: with heartbeats far apart and the link stalled, the send
+    fails with TIMEOUT after send_timeout, not at the next heartbeat."""
+    params = {"send_timeout": 1.0, "heartbeat_interval": 30.0, "heartbeat_timeout": 50.0}
+    alice, arec = make(proxy.url(), "alice", params)
+    bob, _ = make(server.url, "bob")
+    try:
+        assert alice.send_message("bob", "first").result(WAIT) == 0  # the I/O thread idles after
+        proxy.stall("up", True)
+        t0 = time.monotonic()
+        op = alice.send_message("bob", "stalled")
+        with pytest.raises(SendTimeoutError):
+            op.result(WAIT)
+        assert time.monotonic() - t0 < 1.0 + 5.0  # far from the next heartbeat (30 s)
+        assert (op.msg_id, UserMessageSendResult.TIMEOUT) in arec.of("result")
+    finally:
+        proxy.stall("up", False)
+        alice.destroy()
+        bob.destroy()
