@@ -8,8 +8,9 @@ ours, logs what it raises, and then resolves the operation, if any, on the same 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Hashable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 
+from ..handlers import RTSEventHandler, RTSRoomEventHandler
 from ..types import Message
 from .dispatcher import Task
 from .operations import Inbox, Operation
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 #: Lane of connection, login and send-result events (kept in order with each other).
 CONN_LANE = "conn"
+_BASES = (RTSEventHandler, RTSRoomEventHandler)
 
 
 class Emitter:
@@ -32,6 +34,7 @@ class Emitter:
     def __init__(self, get_handler: Callable[[], Any], inbox: Callable[[], Optional[Inbox]]) -> None:
         self._get_handler = get_handler
         self._inbox = inbox
+        self._implements: Dict[Tuple[type, str], bool] = {}
 
     def task(self, lane: Hashable, method: Optional[str], args: Tuple[Any, ...],
              op: Optional[Operation] = None, value: Any = None,
@@ -56,6 +59,23 @@ class Emitter:
                     op.set_exception(error)
                 else:
                     op.set_result(value)
+
+    def implements(self, method: str, get: Optional[Callable[[], Any]] = None) -> bool:
+        """Whether the handler now in place (the engine's, or ``get()``'s) has its own
+        ``method``, not the no-op of the base handler classes."""
+        handler = (get or self._get_handler)()
+        if handler is None:
+            return False
+        key = (type(handler), method)
+        known = self._implements.get(key)
+        if known is None:
+            known = False
+            for klass in type(handler).__mro__:
+                if method in klass.__dict__:
+                    known = klass not in _BASES
+                    break
+            self._implements[key] = known
+        return known
 
     def peer_message(self, tasks: List[Tuple[Hashable, Task]], uid: str,
                      payload: Any) -> None:

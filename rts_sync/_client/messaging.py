@@ -209,14 +209,24 @@ class Messaging(ServerMessages):
         if isinstance(op, ServerSendOperation):
             self._server_send_done(op, code, body, tasks)
             return
+        emit = self.core.emit
         if room is not None:
             if code == RoomMessageSendResult.SUCCESS:
+                # Nobody to tell (no callback of the user's, nobody waiting on the operation):
+                # resolve it here instead of waking a callback thread for nothing.
+                if (not emit.implements("on_room_message_send_result",
+                                        lambda: self._room_handler(room))
+                        and op.finish_unobserved(RoomMessageSendResult.SUCCESS)):
+                    return
                 tasks.append(self.core.emit.task(
                     ("room", room), "on_room_message_send_result",
                     (op.msg_id, RoomMessageSendResult.SUCCESS), op, RoomMessageSendResult.SUCCESS,
                     handler=lambda: self._room_handler(room)))
                 return
         elif code == R.SUCCESS:
+            if (not emit.implements("on_message_send_result")
+                    and op.finish_unobserved(R.SUCCESS)):
+                return
             tasks.append(self.core.emit.task(CONN_LANE, "on_message_send_result",
                                              (op.msg_id, R.SUCCESS), op, R.SUCCESS))
             return

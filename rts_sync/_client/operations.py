@@ -34,7 +34,9 @@ class Operation(Future):  # type: ignore[type-arg]
     ``.code`` is the code the callback received.
 
     Threading: thread-safe. Resolved on a callback thread (``rts-cb-*``) after the handler
-    callback; functions added with ``add_done_callback`` run there too. Calling ``result()`` on an
+    callback; functions added with ``add_done_callback`` run there too. (A successful send
+    whose handler has no ``on_*_send_result`` of its own and that nobody waits on or added a
+    callback to is resolved by the I/O thread directly: no user code runs then.) Calling ``result()`` on an
     unfinished operation from a callback thread of the same engine would wait for a callback that
     cannot run, so it raises :class:`~rts_sync.InvalidStateError` instead of hanging.
 
@@ -85,6 +87,17 @@ class Operation(Future):  # type: ignore[type-arg]
                 self._state = FINISHED
                 return True
         raise FutureStateError("%s: %r" % (state, self))  # outside _LAZY: repr takes it
+
+    def finish_unobserved(self, result: Any) -> bool:
+        """Resolve with ``result`` here and now if nobody observes this operation yet (no
+        waiter, no done callback: nothing of the user's would run on this thread); True if it
+        is done afterwards. False means it is observed: resolve it on a callback thread."""
+        if self._state in _DONE:
+            return True  # cancelled by the user: nothing to resolve
+        try:
+            return self._finish_unobserved(result, None)
+        except FutureStateError:
+            return True  # cancelled meanwhile
 
     def set_result(self, result: Any) -> None:
         if not self._finish_unobserved(result, None):

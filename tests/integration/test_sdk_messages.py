@@ -207,3 +207,37 @@ def test_engines_through_a_separate_server_process(engines: Any) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_send_results_nobody_observes_skip_the_callback_thread_but_user_code_never_runs_on_io(
+        server: Any, engines: Any) -> None:
+    """With a handler that has no on_message_send_result, a result nobody waits for is resolved
+    on the I/O thread; a done callback added to an operation still never runs there."""
+    from conftest import APP_ID
+
+    from rts_sync import RTSEventHandler
+
+    with rts_sync.create_rts(APP_ID, RTSEventHandler(), server_url=server.url) as quiet:
+        assert quiet.login(token("quiet"), "quiet").result(WAIT) == 0
+        _quiet_sends(quiet, *login(engines, "bob"))
+
+
+def _quiet_sends(quiet: Any, bob: Any, brec: Recorder) -> None:
+    plain = [quiet.send_message("bob", "p%d" % i) for i in range(300)]
+    watched = [quiet.send_message("bob", "w%d" % i) for i in range(300)]
+    threads: List[str] = []
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def record(op: Any) -> None:
+        with lock:
+            threads.append(threading.current_thread().name)
+            if len(threads) == len(watched):
+                done.set()
+
+    for op in watched:
+        op.add_done_callback(record)
+    assert [op.result(WAIT) for op in plain + watched] == [0] * 600
+    assert done.wait(WAIT)
+    assert not [t for t in threads if t.startswith("rts-io")]
+    assert len(brec.wait_count("msg", 600)) == 600
