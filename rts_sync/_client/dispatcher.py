@@ -56,6 +56,8 @@ class Dispatcher:
         self._stopping = False
         self._was_saturated = False
         self._threads: Dict[int, threading.Thread] = {}  # ident -> worker
+        #: ident -> whether that worker is running a batch of callbacks now
+        self._in_user_code: Dict[int, bool] = {}
         self._idle = 0
         self._started = 0
         self.thread_ids: frozenset[int] = frozenset()
@@ -72,6 +74,7 @@ class Dispatcher:
         t.start()
         assert t.ident is not None
         self._threads[t.ident] = t
+        self._in_user_code[t.ident] = False
         self.thread_ids = frozenset(self._threads)
 
     @property
@@ -118,12 +121,16 @@ class Dispatcher:
         self._pending += len(items)
         if self._idle:
             self._cond.notify()
-        elif self._ready and len(self._threads) < self.max_workers:
-            self._spawn()  # every worker is busy (perhaps in a slow callback) and a lane waits
+        elif (self._ready and len(self._threads) < self.max_workers
+              and all(self._in_user_code.values())):
+            # every worker is running callbacks (perhaps a slow one) and a lane waits; a worker
+            # that has just finished its batch takes the lane itself in a moment
+            self._spawn()
 
     def _run(self) -> None:
         cond = self._cond
         me = threading.get_ident()
+        in_user_code = self._in_user_code
         while True:
             with cond:
                 # An extra worker ends once it has had nothing to do for idle_timeout, counted
@@ -139,6 +146,7 @@ class Dispatcher:
                         timeout = retire_at - now
                         if timeout <= 0:
                             del self._threads[me]
+                            in_user_code.pop(me, None)
                             self.thread_ids = frozenset(self._threads)
                             return
                     self._idle += 1
@@ -149,11 +157,13 @@ class Dispatcher:
                 lane = self._ready.popleft()
                 q = self._lanes[lane]
                 batch = [q.popleft() for _ in range(min(_BATCH, len(q)))]
+                in_user_code[me] = True
             for fn, args, _ in batch:
                 try:
                     fn(*args)
                 except Exception:
                     log.exception("exception in callback %s", getattr(fn, "__qualname__", fn))
+            in_user_code[me] = False  # a plain store: read by _enqueue without our lock
             wake = False
             with cond:
                 if self._stopping:

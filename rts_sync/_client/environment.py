@@ -54,7 +54,7 @@ class Environment:
     def __init__(self, emit: EmitFn, active: Callable[[], bool],
                  network_changed: Callable[[], None], interval: Callable[[], float],
                  clock: Callable[[], float] = time.monotonic,
-                 detect: Callable[[], NetworkSnapshot] = netinfo.detect,
+                 detect: Callable[[], NetworkSnapshot] = netinfo.detect_shared,
                  cellular: Callable[[], List[CellularPath]] = netinfo.cellular_interfaces,
                  sampler: Optional[SysStatsSampler] = None,
                  wants_stats: Callable[[], bool] = lambda: True) -> None:

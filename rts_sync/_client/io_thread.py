@@ -73,7 +73,7 @@ ResponseFn = Callable[[int, Any, Tasks], None]
 FailFn = Callable[[RTSError, Tasks], None]
 
 _READ = selectors.EVENT_READ
-_RECV_SIZE = 262144
+_RECV_SIZE = 65536
 _WRITE = selectors.EVENT_WRITE
 
 
@@ -106,8 +106,6 @@ class IOThread(Messaging, RoomOps, Reconnect):
         self.conn: Optional[Connection] = None
         self._parser: Optional[WsParser] = None
         self._out = bytearray()
-        self._rbuf = bytearray(_RECV_SIZE)
-        self._rview = memoryview(self._rbuf)
         self._interest = 0
         self._url = ""
         self.session_active = False
@@ -340,19 +338,18 @@ class IOThread(Messaging, RoomOps, Reconnect):
     def _on_readable(self) -> None:
         assert self.sock is not None and self._parser is not None
         try:
-            # into a buffer kept for the session: recv(256 KiB) would allocate (mmap) and shrink
-            # (mremap) a fresh bytes object per read, measured at two syscalls and TLB
-            # shootdowns per message on the latency path
-            n = self.sock.recv_into(self._rbuf)
+            # At most 64 KiB a read: a larger buffer is allocated with mmap and shrunk with
+            # mremap for every read (two syscalls and TLB shootdowns per message, measured on
+            # the latency path); a buffer kept per engine would cost its size in idle memory.
+            data = self.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._lost(Reason.NETWORK_LOST, str(exc))
             return
-        if not n:
+        if not data:
             self._lost(Reason.SERVER_CLOSED, "the server closed the connection")
             return
-        data = self._rview[:n]
         self.last_rx = time.monotonic()
         tasks: Tasks = []
         try:

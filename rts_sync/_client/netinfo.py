@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import psutil
 
@@ -44,10 +46,12 @@ from ..enums import NetworkType
 __all__ = [
     "CellularPath",
     "NetworkSnapshot",
+    "SharedDetector",
     "cellular_interfaces",
     "classify_interface",
     "default_route_interface",
     "detect",
+    "detect_shared",
     "is_cellular",
 ]
 
@@ -203,3 +207,32 @@ def detect(root: str = "/") -> NetworkSnapshot:
     if name is None:
         return NetworkSnapshot(NetworkType.DISCONNECTED, None)
     return NetworkSnapshot(classify_interface(name, root), name)
+
+
+class SharedDetector:
+    """:func:`detect` shared by every engine of the process: a snapshot younger than
+    ``max_age`` seconds is reused, so N idle engines read ``/proc/net/route`` and ``/sys`` once
+    per interval between them, not N times (it was most of an idle engine's CPU).
+
+    Threading: thread-safe (the supervisor threads of all engines call it).
+    """
+
+    def __init__(self, max_age: float = 1.0,
+                 detect_fn: Callable[[], NetworkSnapshot] = lambda: detect()) -> None:
+        self.max_age = max_age
+        self._detect = detect_fn
+        self._lock = threading.Lock()
+        self._snap: Optional[NetworkSnapshot] = None
+        self._at = 0.0
+
+    def __call__(self) -> NetworkSnapshot:
+        with self._lock:
+            now = time.monotonic()
+            if self._snap is None or now - self._at >= self.max_age:
+                self._snap, self._at = self._detect(), now
+            return self._snap
+
+
+#: The process-wide detector the engines use.
+detect_shared = SharedDetector()
+

@@ -4,7 +4,7 @@ files the kernel shows, with the same formats)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -137,3 +137,22 @@ def test_the_running_system(tmp_path: Path) -> None:
     assert isinstance(snap.type, NetworkType)
     if snap.type == NetworkType.DISCONNECTED:
         assert snap.interface is None
+
+
+def test_shared_detector_reads_once_per_max_age_for_every_caller() -> None:
+    import threading
+
+    calls: List[int] = []
+    snap = netinfo.NetworkSnapshot(NetworkType.LAN, "eth0")
+    shared = netinfo.SharedDetector(max_age=3600.0,
+                                    detect_fn=lambda: calls.append(1) or snap)
+    threads = [threading.Thread(target=shared) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert shared() == snap and len(calls) == 1  # 51 callers, one read
+    fresh = netinfo.SharedDetector(max_age=0.0, detect_fn=lambda: calls.append(1) or snap)
+    fresh()
+    fresh()
+    assert len(calls) == 3  # max_age 0: every call reads
