@@ -65,6 +65,12 @@ class Acked:
     tags: Tuple[Any, ...] = ()
 
 
+_dumps = cbor2.dumps
+#: ``Connection._unacked`` while nothing is unacknowledged; never appended to.
+_NONE: Deque[Tuple[int, bytes, Any]] = deque(maxlen=0)
+#: The CBOR head of an ACK frame: a 2-element array and the ACK type.
+_ACK_HEAD = b"\x82" + _dumps(int(fr.FrameType.ACK))
+
 #: Frames numbered in their sender's sequence (seq 0: an unsequenced DELIVER).
 _SEQUENCED = (fr.Send, fr.Request, fr.Deliver, fr.Notice, fr.Response, fr.Result)
 
@@ -103,7 +109,9 @@ class Connection:
         self._last_acked_sent = 0
         self._hello_seen = False
         self._close_sent = False
-        self._unacked: Deque[Tuple[int, bytes, Any]] = deque()
+        #: (seq, frame, tag) of each reliable frame sent and not acknowledged yet, oldest first;
+        #: the shared empty ``_NONE`` while there is none (an idle connection holds no deque).
+        self._unacked: Deque[Tuple[int, bytes, Any]] = _NONE
         self._allowed = _ALLOWED[role]
 
     # ------------------------------------------------------------------ inbound
@@ -115,6 +123,10 @@ class Connection:
         if self.phase is ConnectionPhase.CLOSED:
             raise RemoteProtocolError("frame after close", CloseCode.PROTOCOL_ERROR)
         try:
+            if self.phase is ConnectionPhase.OPEN and len(data) <= self.max_frame:
+                seq = fr.fast_ack_seq(data)  # the most frequent frame: no event built
+                if seq is not None:
+                    return self._on_ack(seq)
             ev = fr.decode(data, self.max_frame)
             return self._take(ev)
         except RemoteProtocolError:
@@ -169,9 +181,18 @@ class Connection:
                 tag = buf.popleft()[2]
                 if tag is not None:
                     tags.append(tag)
+            if not buf:
+                self._unacked = _NONE
         return Acked(seq, tuple(tags))
 
     # ------------------------------------------------------------------ outbound
+    def _keep(self, seq: int, data: bytes, tag: Any) -> None:
+        """Hold a sent reliable frame until the peer acknowledges it."""
+        buf = self._unacked
+        if buf is _NONE:
+            buf = self._unacked = deque()
+        buf.append((seq, data, tag))
+
     def _out(self, cls: Any, *fields: Any) -> bytes:
         """Build frame ``cls(*fields)`` and encode it; LocalProtocolError for anything invalid."""
         if self.phase is ConnectionPhase.CLOSED and (cls is not fr.Close or self._close_sent):
@@ -207,7 +228,7 @@ class Connection:
         rid = self.out_seq + 1
         data = self._out(fr.Request, rid, int(op), tuple(args))
         self.out_seq = rid
-        self._unacked.append((rid, data, None))
+        self._keep(rid, data, None)
         return rid, data
 
     def respond(self, rid: int, code: int, result: Any = None) -> bytes:
@@ -215,7 +236,7 @@ class Connection:
         seq = self.out_seq + 1
         data = self._out(fr.Response, seq, rid, int(code), result)
         self.out_seq = seq
-        self._unacked.append((seq, data, None))
+        self._keep(seq, data, None)
         return data
 
     def send(self, kind: int, target: str, config: int, payload: fr.Payload,
@@ -225,7 +246,7 @@ class Connection:
         data = self._out(fr.Send, seq, int(kind), target, int(config), payload)
         self.out_seq = seq
         if reliable:
-            self._unacked.append((seq, data, None))
+            self._keep(seq, data, None)
         return seq, data
 
     def result(self, code: int, seqs: Sequence[int], body: Optional[bytes] = None) -> bytes:
@@ -233,32 +254,34 @@ class Connection:
         seq = self.out_seq + 1
         data = self._out(fr.Result, seq, int(code), tuple(seqs), body)
         self.out_seq = seq
-        self._unacked.append((seq, data, None))
+        self._keep(seq, data, None)
         return data
 
     def deliver(self, kind: int, sender: str, room: Optional[str], payload: fr.Payload,
                 reliable: bool = True, tag: Any = None) -> Tuple[int, bytes]:
         """A server DELIVER; reliable ones are sequenced and kept (with ``tag``) until acked."""
-        if not reliable:
-            return 0, self._out(fr.Deliver, 0, int(kind), sender, room, payload)
-        seq = self.out_seq + 1
-        data = self._out(fr.Deliver, seq, int(kind), sender, room, payload)
-        self.out_seq = seq
-        self._unacked.append((seq, data, tag))
-        return seq, data
-
-    def deliver_tail(self, tail: bytes, tag: Any = None) -> Tuple[int, bytes]:
-        """A reliable DELIVER from fields encoded once by ``frames.encode_deliver_tail`` (room
-        fan-out): only this receiver's seq is encoded here. Returns (seq, bytes)."""
         if self.phase is ConnectionPhase.CLOSED:
             raise LocalProtocolError("connection is closed", CloseCode.PROTOCOL_ERROR)
-        seq = self.out_seq + 1
-        data = fr.DELIVER_HEAD + cbor2.dumps(seq) + tail
+        try:
+            tail = fr.encode_deliver_tail(kind, sender, room, payload)
+        except fr.FrameError as exc:
+            raise LocalProtocolError("invalid Deliver: %s" % exc, CloseCode.PROTOCOL_ERROR) from exc
+        return self.deliver_tail(tail, tag, reliable)
+
+    def deliver_tail(self, tail: bytes, tag: Any = None, reliable: bool = True) -> Tuple[int, bytes]:
+        """A DELIVER from fields encoded once by ``frames.encode_deliver_tail`` (room fan-out,
+        peer messages): only this receiver's seq is encoded here. Reliable ones are sequenced
+        and kept (with ``tag``) until acked; unreliable ones carry seq 0. Returns (seq, bytes)."""
+        if self.phase is ConnectionPhase.CLOSED:
+            raise LocalProtocolError("connection is closed", CloseCode.PROTOCOL_ERROR)
+        seq = self.out_seq + 1 if reliable else 0
+        data = fr.DELIVER_HEAD + _dumps(seq) + tail
         if len(data) > self.max_frame:
             raise LocalProtocolError("frame of %d bytes exceeds the limit of %d"
                                      % (len(data), self.max_frame), CloseCode.FRAME_TOO_LARGE)
-        self.out_seq = seq
-        self._unacked.append((seq, data, tag))
+        if reliable:
+            self.out_seq = seq
+            self._keep(seq, data, tag)
         return seq, data
 
     def notice(self, kind: int, args: Sequence[Any] = (), tag: Any = None) -> Tuple[int, bytes]:
@@ -266,7 +289,7 @@ class Connection:
         seq = self.out_seq + 1
         data = self._out(fr.Notice, seq, int(kind), tuple(args))
         self.out_seq = seq
-        self._unacked.append((seq, data, tag))
+        self._keep(seq, data, tag)
         return seq, data
 
     def ack(self) -> Optional[bytes]:
@@ -274,7 +297,7 @@ class Connection:
         if self.in_seq == self._last_acked_sent or self.phase is not ConnectionPhase.OPEN:
             return None
         self._last_acked_sent = self.in_seq
-        return self._out(fr.Ack, self.in_seq)
+        return _ACK_HEAD + _dumps(self.in_seq)  # == encode(Ack(in_seq)), without building it
 
     def ping(self, token: int = 0) -> bytes:
         return self._out(fr.Ping, token)
@@ -307,7 +330,7 @@ class Connection:
         both sequences start again from 0 and nothing unacknowledged is kept."""
         self.out_seq = self.in_seq = self.peer_acked = 0
         self._last_acked_sent = 0
-        self._unacked.clear()
+        self._unacked = _NONE
 
     def resume_from(self, peer_seq: Any, keep: Any = None) -> Tuple[Acked, List[bytes]]:
         """The peer has everything up to ``peer_seq`` (from its HELLO or WELCOME): free that,
@@ -320,7 +343,7 @@ class Connection:
                                       CloseCode.PROTOCOL_ERROR)
         acked = self._on_ack(peer_seq)
         if keep is not None:
-            self._unacked = deque(e for e in self._unacked if e[2] is None or keep(e[2]))
+            self._unacked = deque(e for e in self._unacked if e[2] is None or keep(e[2])) or _NONE
         return acked, [data for _, data, _ in self._unacked]
 
     @property

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from importlib.metadata import version as _dist_version
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 import cbor2
 
@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 Payload = Union[str, bytes]
+
+_dumps = cbor2.dumps
 
 
 class FrameType(IntEnum):
@@ -317,34 +319,27 @@ class Close:
 Event = Union[Hello, Welcome, Request, Response, Send, Result, Deliver, Notice, Ack, Ping, Pong, Close]
 
 
-def _fields(ev: Event) -> List[Any]:
-    t = type(ev)
-    if t is Deliver:
-        return [FrameType.DELIVER, ev.seq, ev.kind, ev.sender, ev.room, ev.payload]  # type: ignore[union-attr]
-    if t is Send:
-        return [FrameType.SEND, ev.seq, ev.kind, ev.target, ev.config, ev.payload]  # type: ignore[union-attr]
-    if t is Ack:
-        return [FrameType.ACK, ev.seq]  # type: ignore[union-attr]
-    if t is Result:
-        return [FrameType.RESULT, ev.seq, ev.code, list(ev.seqs), ev.body]  # type: ignore[union-attr]
-    if t is Request:
-        return [FrameType.REQUEST, ev.rid, ev.op, list(ev.args)]  # type: ignore[union-attr]
-    if t is Response:
-        return [FrameType.RESPONSE, ev.seq, ev.rid, ev.code, ev.result]  # type: ignore[union-attr]
-    if t is Notice:
-        return [FrameType.NOTICE, ev.seq, ev.kind, list(ev.args)]  # type: ignore[union-attr]
-    if t is Ping:
-        return [FrameType.PING, ev.token]  # type: ignore[union-attr]
-    if t is Pong:
-        return [FrameType.PONG, ev.token]  # type: ignore[union-attr]
-    if t is Hello:
-        resume = None if ev.resume is None else list(ev.resume)  # type: ignore[union-attr]
-        return [FrameType.HELLO, list(ev.versions), ev.app_id, ev.sdk, resume]  # type: ignore[union-attr]
-    if t is Welcome:
-        return [FrameType.WELCOME, ev.version, ev.params]  # type: ignore[union-attr]
-    if t is Close:
-        return [FrameType.CLOSE, ev.code, ev.reason]  # type: ignore[union-attr]
-    raise LocalProtocolError("not a frame event: %r" % (ev,))
+def _i(x: Any) -> Any:
+    """An IntEnum member as its plain int (the wire has no enums); anything else as it is."""
+    return x if type(x) is int else int(x) if isinstance(x, IntEnum) else x
+
+
+#: The fields of each frame type as a list (top-level IntEnum members made plain ints by ``_i``).
+_ENCODERS: Dict[type, Callable[[Any], List[Any]]] = {
+    Deliver: lambda ev: [7, _i(ev.seq), _i(ev.kind), ev.sender, ev.room, ev.payload],
+    Send: lambda ev: [5, _i(ev.seq), _i(ev.kind), ev.target, _i(ev.config), ev.payload],
+    Ack: lambda ev: [8, _i(ev.seq)],
+    Result: lambda ev: [6, _i(ev.seq), _i(ev.code), list(ev.seqs), ev.body],
+    Request: lambda ev: [3, _i(ev.rid), _i(ev.op), list(ev.args)],
+    Response: lambda ev: [4, _i(ev.seq), _i(ev.rid), _i(ev.code), _i(ev.result)],
+    Notice: lambda ev: [11, _i(ev.seq), _i(ev.kind), list(ev.args)],
+    Ping: lambda ev: [9, _i(ev.token)],
+    Pong: lambda ev: [10, _i(ev.token)],
+    Hello: lambda ev: [1, list(ev.versions), ev.app_id, ev.sdk,
+                       None if ev.resume is None else list(ev.resume)],
+    Welcome: lambda ev: [2, _i(ev.version), ev.params],
+    Close: lambda ev: [12, _i(ev.code), ev.reason],
+}
 
 
 def encode(ev: Event) -> bytes:
@@ -352,22 +347,37 @@ def encode(ev: Event) -> bytes:
 
     Raises LocalProtocolError when a field cannot be encoded.
     """
+    fields = _ENCODERS.get(type(ev))
+    if fields is None:
+        raise LocalProtocolError("not a frame event: %r" % (ev,))
     try:
-        return cbor2.dumps([int(x) if isinstance(x, IntEnum) else x for x in _fields(ev)])
+        return _dumps(fields(ev))
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
         raise LocalProtocolError("cannot encode %s: %s" % (type(ev).__name__, exc),
                                  CloseCode.PROTOCOL_ERROR) from exc
 
 
+#: The CBOR of a DELIVER's kind and of a null room (``encode_deliver_tail``).
+_KINDS = (b"\x00", b"\x01")
+_NULL = b"\xf6"
+
+
 def encode_deliver_tail(kind: int, sender: str, room: Optional[str], payload: Payload) -> bytes:
-    """The CBOR of a DELIVER's fields after its seq, encoded once for a fan-out to many members.
+    """The CBOR of a DELIVER's fields after its seq, encoded once for a fan-out to many members
+    (and for each peer message: it costs a fraction of building and encoding a ``Deliver``).
 
     ``Connection.deliver_tail`` prefixes it with each receiver's own array header, type and seq;
     the result is byte-identical to ``encode(Deliver(seq, kind, sender, room, payload))``.
     Raises FrameError for invalid fields.
     """
-    Deliver(0, kind, sender, room, payload)  # validates the fields
-    return b"".join(cbor2.dumps(x) for x in (int(kind), sender, room, payload))
+    if type(kind) is not int and isinstance(kind, IntEnum):
+        kind = int(kind)  # DeliverKind.PEER, say
+    if (type(kind) is not int or not 0 <= kind <= 1 or type(sender) is not str
+            or (room is not None and type(room) is not str)
+            or (type(payload) is not str and type(payload) is not bytes)):
+        Deliver(0, kind, sender, room, payload)  # raises FrameError
+    return (_KINDS[kind] + _dumps(sender) + (_NULL if room is None else _dumps(room))
+            + _dumps(payload))
 
 
 #: CBOR head of a 6-element array followed by the DELIVER type (``encode_deliver_tail``).
@@ -410,6 +420,19 @@ def decode(data: bytes, max_frame: int) -> Event:
             "frame of %d bytes exceeds the limit of %d" % (len(data), max_frame),
             CloseCode.FRAME_TOO_LARGE,
         )
+    if len(data) > 2 and data[0] == 0x86 and (data[1] == 0x05 or data[1] == 0x07):
+        ev = _fast_send_or_deliver(data)
+        if ev is not None:
+            return ev
+    else:
+        seq = fast_ack_seq(data)
+        if seq is not None:
+            return _build(Ack, seq=seq)
+    return _decode_generic(data)
+
+
+def _decode_generic(data: bytes) -> Event:
+    """``decode`` for any frame, without the size check and the fast paths."""
     fp = io.BytesIO(data)
     try:
         if _LEAKY_TEXT_ERRORS:
@@ -435,6 +458,108 @@ def decode(data: bytes, max_frame: int) -> Event:
         return entry[1](f)
     except Exception as exc:  # FrameError, or an odd value inside a field
         raise _remote("invalid frame: %s" % exc) from exc
+
+
+# ---------------------------------------------------------------------- fast paths
+# ACK frames are read byte by byte (canonical encodings only). SEND and DELIVER frames are decoded
+# with ``cbor2.loads`` and checked field by field, without the generic path's stream and
+# validating constructors. ``cbor2.loads`` ignores bytes after the first item, so a frame is taken
+# here only when its *canonical* size (every head as short as it can be) equals its length: no
+# CBOR item is shorter than its canonical encoding, so that also proves there is nothing after
+# it. The one way an item can be shorter is a reference to a value shared earlier in the frame
+# (CBOR tags 28/29), which decodes to that very object: a field that *is* an earlier one goes the
+# generic way. So does anything else (another layout, a wrong field, an odd but valid
+# encoding): the generic path decides, and the result is the same either way.
+
+_E = TypeVar("_E", Ack, Send, Deliver)
+_MAX_SEQ = (1 << 63) - 1
+_REPLACEMENT = "\ufffd"
+
+
+def _head(n: int) -> int:
+    """Bytes in the canonical CBOR head of an unsigned int ``n`` or of a string of ``n`` bytes."""
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
+
+
+def _text_size(s: str) -> int:
+    return len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
+
+
+def _build(cls: Type[_E], **fields: Any) -> _E:
+    """An event from fields already checked as its constructor would (frozen dataclasses)."""
+    ev = object.__new__(cls)
+    ev.__dict__.update(fields)
+    return ev
+
+
+def _loads(data: bytes) -> Any:
+    """``cbor2.loads``, or None if it fails or (old cbor2) the text might not be UTF-8."""
+    try:
+        if _LEAKY_TEXT_ERRORS:
+            return cbor2.loads(data, str_errors="replace")
+        return cbor2.loads(data)
+    except Exception as exc:
+        _drop_tracebacks(exc)
+        return None
+
+
+def fast_ack_seq(data: bytes) -> Optional[int]:
+    """The seq of ``data`` if it is a canonically encoded ACK frame, else None (decode it)."""
+    n = len(data)
+    if n < 3 or n > 11 or data[0] != 0x82 or data[1] != 0x08:
+        return None
+    head = data[2]
+    if n == 3:
+        return head if head < 24 else None
+    if n == 4:
+        return data[3] if head == 0x18 and data[3] >= 24 else None
+    seq = int.from_bytes(data[3:], "big")
+    if n == 5:
+        return seq if head == 0x19 and seq > 0xFF else None
+    if n == 7:
+        return seq if head == 0x1A and seq > 0xFFFF else None
+    if n == 11:
+        return seq if head == 0x1B and 0xFFFFFFFF < seq <= _MAX_SEQ else None
+    return None
+
+
+def _fast_send_or_deliver(data: bytes) -> Optional[Event]:
+    f = _loads(data)
+    if type(f) is not list or len(f) != 6:
+        return None
+    ftype, seq, kind, target, extra, payload = f
+    tp = type(payload)
+    if tp is str:
+        if _LEAKY_TEXT_ERRORS and _REPLACEMENT in payload:
+            return None
+        psize = _text_size(payload)
+    elif tp is bytes:
+        psize = len(payload)
+    else:
+        return None
+    if (type(seq) is not int or not 0 <= seq <= _MAX_SEQ or type(kind) is not int
+            or type(target) is not str or (_LEAKY_TEXT_ERRORS and _REPLACEMENT in target)):
+        return None
+    if payload is target or extra is target or payload is extra:
+        return None  # maybe a shared value (see above)
+    tsize = _text_size(target)
+    size = 4 + _head(seq) + _head(tsize) + tsize + _head(psize) + psize
+    if ftype == 5:  # [5, seq, kind, target, config, payload]
+        if (seq < 1 or not 0 <= kind <= 2 or type(extra) is not int or not 0 <= extra <= 2
+                or len(data) != size):
+            return None
+        return _build(Send, seq=seq, kind=kind, target=target, config=extra, payload=payload)
+    # [7, seq, kind, sender, room, payload]: a room in place of the 1-byte config
+    if not 0 <= kind <= 1:
+        return None
+    if extra is not None:
+        if type(extra) is not str or (_LEAKY_TEXT_ERRORS and _REPLACEMENT in extra):
+            return None
+        rsize = _text_size(extra)
+        size += _head(rsize) + rsize - 1
+    if len(data) != size:
+        return None
+    return _build(Deliver, seq=seq, kind=kind, sender=target, room=extra, payload=payload)
 
 
 def _remote(msg: str) -> RemoteProtocolError:

@@ -71,7 +71,6 @@ async def serve_connection(hub: Hub, request: web.Request) -> web.WebSocketRespo
                       hub.on_session_closed)
     handler = ConnectionHandler(hub, session)
     ws.too_large = handler.frame_too_large
-    session.start()
     log.debug("connection %d from %s opened", session.cid, session.peer_ip)
     if not hub.add_connection(ws, session):
         log.info("connection %d: too many connections from %s", session.cid, session.peer_ip)
@@ -140,7 +139,9 @@ class ConnectionHandler:
             log.exception("connection %d: internal error", self.session.cid)
             self.session.close(p.CloseCode.INTERNAL_ERROR, "internal server error")
         finally:
-            self._login_timer.cancel()
+            if self._login_timer is not None:
+                self._login_timer.cancel()
+                self._login_timer = None
 
     def _login_expired(self) -> None:
         s = self.session
@@ -235,6 +236,7 @@ class ConnectionHandler:
         self.hub.move_connection(ws, old)
         if self._login_timer is not None:
             self._login_timer.cancel()
+            self._login_timer = None
 
     async def _on_request(self, ev: p.Request) -> None:
         s = self.session
@@ -252,6 +254,7 @@ class ConnectionHandler:
                 code, result = self.hub.login(s, ev.args)
             if code == LoginErrorCode.SUCCESS and self._login_timer is not None:
                 self._login_timer.cancel()
+                self._login_timer = None  # an idle connection keeps no timer
         elif op in _NOT_SUPPORTED:
             code, result = UserMessageSendResult.UNKNOWN, {"reason": "not supported yet"}
         elif op not in _ARITY:
@@ -284,7 +287,7 @@ class ConnectionHandler:
     async def _on_send(self, ev: p.Send) -> None:
         s = self.session
         # Pace a sender whose own results are not being read.
-        if not await s.wait_for_room():
+        if (s.closing or not s._has_room()) and not await s.wait_for_room():
             return
         code: Optional[int]
         if s.uid is None:

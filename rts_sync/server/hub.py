@@ -37,6 +37,9 @@ __all__ = ["AppState", "Hub"]
 
 log = logging.getLogger(__name__)
 
+_PEER = int(p.DeliverKind.PEER)
+_RELIABLE_ORDERED = int(MessageConfig.RELIABLE_ORDERED)
+
 
 class AppState:
     """One app: its key and its logged-in sessions by uid.
@@ -250,21 +253,20 @@ class Hub:
                 return await self.cluster.send_peer(sender, seq, target, config, payload)
             return UserMessageSendResult.NO_RECEIVER
         # Paced: wait until the receiver's outbox has room (it may be closed meanwhile).
-        if not await receiver.wait_for_room() or app.sessions.get(target) is not receiver:
-            return UserMessageSendResult.NO_RECEIVER
+        if receiver.closing or not receiver._has_room():
+            if not await receiver.wait_for_room() or app.sessions.get(target) is not receiver:
+                return UserMessageSendResult.NO_RECEIVER
         if sender.closing or sender.uid is None:
             return None  # nobody to report to any more
         self.metrics.count_message("peer", sender.app_id, sender.business_id)
-        if config != MessageConfig.RELIABLE_ORDERED:
-            _, frame = receiver.conn.deliver(p.DeliverKind.PEER, sender.uid, None, payload,
-                                             reliable=False)
+        if config != _RELIABLE_ORDERED:
+            _, frame = receiver.conn.deliver(_PEER, sender.uid, None, payload, reliable=False)
             receiver.push(frame)
             return UserMessageSendResult.SUCCESS
         pending = Pending(sender, seq, receiver)
-        _, frame = receiver.conn.deliver(p.DeliverKind.PEER, sender.uid, None, payload,
-                                         reliable=True, tag=pending)
-        pending.timer = asyncio.get_running_loop().call_later(
-            self.limits.message_timeout, pending.resolve, UserMessageSendResult.TIMEOUT)
+        _, frame = receiver.conn.deliver(_PEER, sender.uid, None, payload, reliable=True,
+                                         tag=pending)
+        receiver.track(pending, self.limits.message_timeout)
         receiver.push(frame, pending)
         return None
 

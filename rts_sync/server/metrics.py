@@ -39,11 +39,15 @@ class Metrics:
 
     def count_message(self, kind: str, app_id: Optional[str], business_id: Optional[str]) -> None:
         """One message accepted for delivery, from a session with this app and business id."""
-        self.messages[kind] += 1
-        app, bid = app_id or "", business_id or ""
-        if (app, bid, kind) not in self.business and len(self.business) >= MAX_BUSINESS_IDS:
-            bid = "_other"
-        self.business[(app, bid, kind)] += 1
+        messages, business = self.messages, self.business
+        messages[kind] = messages.get(kind, 0) + 1
+        key = (app_id or "", business_id or "", kind)
+        n = business.get(key)
+        if n is None:
+            if len(business) >= MAX_BUSINESS_IDS:
+                key = (key[0], "_other", kind)
+            n = business.get(key, 0)
+        business[key] = n + 1
 
     def render(self, connections: int, sessions: Mapping[str, int],
                rooms: Mapping[str, Tuple[int, int]]) -> str:

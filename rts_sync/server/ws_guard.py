@@ -14,6 +14,7 @@ aiohttp added the check in 3.14.1 (:func:`reader_checks_header`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from typing import Any, Iterator, Optional, Tuple
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 CHECKED_SINCE = (3, 14, 1)
 
 
+@functools.lru_cache(maxsize=16)  # asked at every connection
 def reader_checks_header(version: str = aiohttp.__version__) -> bool:
     """True when aiohttp's WebSocket reader refuses an oversized frame from its header alone."""
     m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
@@ -77,8 +79,10 @@ class FrameSizeGuard:
         or message over the limit and where its header starts in ``data`` (0 if before)."""
         pos, end = 0, len(data)
         start = 0
-        while pos < end:
+        while True:
             if self._skip:
+                if pos >= end:
+                    return None
                 n = min(self._skip, end - pos)
                 self._skip -= n
                 pos += n
@@ -91,10 +95,12 @@ class FrameSizeGuard:
                 n7 = head[1] & 0x7F
                 need = 2 + (2 if n7 == 126 else 8 if n7 == 127 else 0) + (4 if head[1] & 0x80 else 0)
             if len(head) < need:
+                if pos >= end:
+                    return None
                 take = min(need - len(head), end - pos)
                 head += data[pos:pos + take]
                 pos += take
-                continue
+                continue  # a header completed by the last byte is checked before returning
             fin, opcode, n7 = head[0] & 0x80, head[0] & 0x0F, head[1] & 0x7F
             length = (n7 if n7 < 126 else int.from_bytes(head[2:4], "big") if n7 == 126
                       else int.from_bytes(head[2:10], "big"))
@@ -105,7 +111,6 @@ class FrameSizeGuard:
                     return total, start
                 self._message = 0 if fin else total
             self._skip = length
-        return None
 
 
 @contextlib.contextmanager

@@ -127,6 +127,15 @@ def test_the_first_oversized_frame_fails_the_reader_and_nothing_after_it_is_read
     assert results[-1] == (True, b"")  # and everything after the trip is dropped
 
 
+@pytest.mark.parametrize("length", [LIMIT + 1, 1 << 16, 1 << 40])
+def test_an_oversized_header_that_ends_a_read_is_refused_before_it_is_passed_on(length: int) -> None:
+    ok = frame(10)
+    big = frame(0, length=length)
+    reader, results = feed(ok + big + frame(5), [len(ok), len(ok) + len(big)])
+    assert bytes(reader.fed) == ok and results[1] == (True, b"")
+    assert isinstance(reader.queue.exc, WebSocketError)
+
+
 def test_exactly_the_limit_is_allowed() -> None:
     reader, _ = feed(frame(LIMIT) + frame(LIMIT // 2, fin=False) + frame(LIMIT // 2, 0), [3])
     assert reader.queue.exc is None
