@@ -34,6 +34,7 @@ import cbor2
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import frames as fr
+from .fastpath import fast_ack_seq
 from .limits import SUPPORTED_VERSIONS, CloseCode, default_max_frame
 
 __all__ = ["Acked", "Connection", "ConnectionPhase", "Role", "negotiate"]
@@ -124,7 +125,7 @@ class Connection:
             raise RemoteProtocolError("frame after close", CloseCode.PROTOCOL_ERROR)
         try:
             if self.phase is ConnectionPhase.OPEN and len(data) <= self.max_frame:
-                seq = fr.fast_ack_seq(data)  # the most frequent frame: no event built
+                seq = fast_ack_seq(data)  # the most frequent frame: no event built
                 if seq is not None:
                     return self._on_ack(seq)
             ev = fr.decode(data, self.max_frame)

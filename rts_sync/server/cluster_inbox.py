@@ -65,14 +65,7 @@ class RemotePending(Pending):
         self.done = False
         self.timer: Optional[asyncio.TimerHandle] = None
 
-    def resolve(self, code: int) -> None:
-        if self.done:
-            return
-        self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.receiver._inflight_done()
+    def _report(self, code: int) -> None:
         self.cluster.send_result(self.reply_to, self.ref, code)
 
 

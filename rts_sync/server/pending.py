@@ -67,4 +67,8 @@ class Pending:
             self.timer.cancel()
             self.timer = None
         self.receiver._inflight_done()
+        self._report(code)
+
+    def _report(self, code: int) -> None:
+        """Tell the sender the outcome (another node's sender: :class:`RemotePending`)."""
         self.sender.post_result(code, self.seq)
