@@ -94,6 +94,10 @@ class Cluster(ClusterMessages, ClusterInbox):
         self._out_wake: Optional[asyncio.Event] = None
         self._out_room: Optional[asyncio.Event] = None
         self._numbers: Dict[str, int] = {}
+        # entries ever queued / written to Redis, and who waits for a count to be written
+        self._appended = 0
+        self._written = 0
+        self._written_waiters: Deque[Tuple[int, asyncio.Future[None]]] = deque()
         # incoming
         self._last_id: Any = b"0-0"
         self._seen: Dict[str, int] = {}

@@ -82,6 +82,9 @@ class ClusterInbox:
         _out: Deque[Tuple[str, bytes]]
         _out_wake: Optional[asyncio.Event]
         _out_room: Optional[asyncio.Event]
+        _appended: int
+        _written: int
+        _written_waiters: Deque[Tuple[int, asyncio.Future[None]]]
         _numbers: Dict[str, int]
         _last_id: Any
         _seen: Dict[str, int]
@@ -103,8 +106,23 @@ class ClusterInbox:
         n = self._numbers.get(node, 0) + 1
         self._numbers[node] = n
         self._out.append((node, rs.encode_entry(kind, self.node, n, fields)))
+        self._appended += 1
         if self._out_wake is not None:
             self._out_wake.set()
+
+    async def written(self, timeout: float) -> bool:
+        """Wait until every entry queued so far is in Redis (so it survives this node dying);
+        False if that took longer than ``timeout`` (Redis unavailable)."""
+        target = self._appended
+        if self._written >= target:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._written_waiters.append((target, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     async def _wait_room(self) -> None:
         """Pace a producer while too much waits to be written to Redis."""
@@ -136,6 +154,12 @@ class ClusterInbox:
                     continue
                 for _ in batch:
                     self._out.popleft()
+                self._written += len(batch)
+                waiters = self._written_waiters
+                while waiters and waiters[0][0] <= self._written:
+                    fut = waiters.popleft()[1]
+                    if not fut.done():
+                        fut.set_result(None)
                 self.metrics.entries_out += len(batch)
                 self.metrics.batches += 1
                 self._out_room.set()

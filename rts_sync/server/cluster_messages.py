@@ -62,6 +62,7 @@ class ClusterMessages:
         async def locate(self, app_id: str, uid: str, fresh: bool = False) -> Optional[str]: ...
         def _send(self, node: str, kind: str, *fields: Any) -> None: ...
         async def _wait_room(self) -> None: ...
+        async def written(self, timeout: float) -> bool: ...
 
     # ------------------------------------------------------------------ peer messages
     async def send_peer(self, sender: Session, seq: int, target: str, config: int,
@@ -193,14 +194,19 @@ class ClusterMessages:
         self._op(leave, wait=False)
 
     async def broadcast(self, app_id: str, room_id: str, sender_uid: str,
-                        payload: p.Payload) -> None:
-        """After the local fan-out of a room message: one entry per other node with members."""
+                        payload: p.Payload) -> bool:
+        """After the local fan-out of a room message: one entry per other node with members.
+        Returns once those entries are in Redis (the sender's 200 must not come before: were
+        this node to die first, they would be lost); False if Redis did not take them within
+        ``message_timeout``."""
         nodes = set(self._remote_members.get((app_id, room_id), {}).values())
-        if nodes:
-            await self._wait_room()
-            for n in nodes:
-                self._send(n, rs.ROOM_MSG, app_id, room_id, sender_uid, payload)
-            self.metrics.remote_room += 1
+        if not nodes:
+            return True
+        await self._wait_room()
+        for n in nodes:
+            self._send(n, rs.ROOM_MSG, app_id, room_id, sender_uid, payload)
+        self.metrics.remote_room += 1
+        return await self.written(self.limits.message_timeout)
 
     async def push_broadcast(self, app_id: str, room_id: str, sender: str,
                              payload: p.Payload) -> bool:

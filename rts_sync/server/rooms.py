@@ -183,8 +183,9 @@ class Rooms:
                 continue  # its protocol connection closed meanwhile
             member.push(frame)
             n += 1
-        if self.cluster is not None:
-            await self.cluster.broadcast(self.app_id, room_id, sender_uid, payload)
+        if self.cluster is not None and not await self.cluster.broadcast(
+                self.app_id, room_id, sender_uid, payload):
+            return RoomMessageSendResult.TIMEOUT  # not known to have reached other nodes
         self.metrics.count_message("room", self.app_id, sender.business_id if sender else None)
         self.metrics.room_deliveries += n
         return RoomMessageSendResult.SUCCESS
