@@ -293,12 +293,14 @@ class Connection:
         self._keep(seq, data, tag)
         return seq, data
 
-    def ack(self) -> Optional[bytes]:
-        """An ACK of everything received so far, or None when nothing new needs acknowledging."""
-        if self.in_seq == self._last_acked_sent or self.phase is not ConnectionPhase.OPEN:
+    def ack(self, upto: Optional[int] = None) -> Optional[bytes]:
+        """An ACK of everything received so far (of at most ``upto``), or None when nothing
+        new needs acknowledging."""
+        seq = self.in_seq if upto is None or upto > self.in_seq else upto
+        if seq <= self._last_acked_sent or self.phase is not ConnectionPhase.OPEN:
             return None
-        self._last_acked_sent = self.in_seq
-        return _ACK_HEAD + _dumps(self.in_seq)  # == encode(Ack(in_seq)), without building it
+        self._last_acked_sent = seq
+        return _ACK_HEAD + _dumps(seq)  # == encode(Ack(seq)), without building it
 
     def ping(self, token: int = 0) -> bytes:
         return self._out(fr.Ping, token)

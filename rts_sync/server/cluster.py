@@ -62,6 +62,7 @@ from . import redis_store as rs
 from .cluster_inbox import RETRY_DELAY, ClusterInbox, Job, RemotePending
 from .cluster_messages import ClusterMessages
 from .cluster_metrics import ClusterMetrics
+from .cluster_resume import ClusterResume
 from .session import Session
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ __all__ = ["Cluster", "RemotePending"]
 log = logging.getLogger(__name__)
 
 
-class Cluster(ClusterMessages, ClusterInbox):
+class Cluster(ClusterMessages, ClusterInbox, ClusterResume):
     """One node's side of cluster mode (see the module docstring)."""
 
     def __init__(self, hub: Hub, url: str) -> None:
@@ -119,6 +120,7 @@ class Cluster(ClusterMessages, ClusterInbox):
         self._remote_members: Dict[Tuple[str, str], Dict[str, str]] = {}
         for app in hub.apps.values():
             app.rooms.cluster = self
+        self._init_resume()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, app: Any = None) -> None:
@@ -236,7 +238,10 @@ class Cluster(ClusterMessages, ClusterInbox):
             alive = []
         live = {n for n, a in zip(others, alive) if a}
         # dead: its key expired, or another node reaped it since the last beat
-        for n in (self._live | set(others)) - live - self._dead:
+        newly_dead = (self._live | set(others)) - live - self._dead
+        if newly_dead:
+            self._nodes_dead(newly_dead)
+        for n in newly_dead:
             self._dead.add(n)
             self._forget_node(n)
             # its receivers' ACKs cannot come any more: TIMEOUT now, not in a while
@@ -270,6 +275,8 @@ class Cluster(ClusterMessages, ClusterInbox):
             self._last_id = b"0-0"  # a new inbox: anything in it is new
         await pipe.execute()
         self._invalidate_all()
+        if self.resume:
+            self._checkpoint_all()
         if count:
             log.info("cluster node %s: %d sessions registered", self.node, count)
 
@@ -304,6 +311,8 @@ class Cluster(ClusterMessages, ClusterInbox):
                     for n in set(rs.pairs(res[1]).values()):
                         self._send(n, rs.LEFT, parts[0], parts[1], parts[2], node,
                                    int(UserOfflineReason.DROPPED))
+        if self.resume and not force:
+            await self._expire_sessions(node)
         pipe = r.pipeline(transaction=False)
         pipe.delete(rs.node_users_key(node), rs.node_rooms_key(node), rs.stream_key(node))
         pipe.srem(rs.NODES, node)
@@ -399,6 +408,7 @@ class Cluster(ClusterMessages, ClusterInbox):
             session.uid = session.session_id = None
             self.hub.metrics.logins["server_error"] += 1
             return LoginErrorCode.SERVER_ERROR, {"reason": "cluster store (Redis) unavailable"}
+        self.enable_journal(session)
         return code, result
 
     def logged_out(self, app_id: str, uid: str, session_id: Optional[str]) -> None:
@@ -407,9 +417,15 @@ class Cluster(ClusterMessages, ClusterInbox):
         self._where.pop((app_id, uid), None)
         value = "%s %s" % (self.node, session_id)
 
+        resume = self.resume and session_id is not None
+
         async def unregister() -> None:
             pipe = self._redis.pipeline(transaction=False)
             pipe.eval(rs.PRESENCE_CAD, 1, rs.presence_key(app_id, uid), value)
+            if resume:
+                pipe.eval(rs.CLOSE_SESSION_SCRIPT, 3, rs.session_key(session_id or ""),
+                          rs.session_stream_key(session_id or ""),
+                          rs.node_sessions_key(self.node), self.node, session_id or "")
             pipe.srem(rs.node_users_key(self.node), "%s %s" % (app_id, uid))
             pipe.publish(rs.INV_CHANNEL, "%s %s" % (app_id, uid))
             await pipe.execute()
@@ -449,17 +465,21 @@ class Cluster(ClusterMessages, ClusterInbox):
             self._failed("online status", exc)
             return UserOnlineStatus.UNREACHABLE
 
-    async def before_hello(self, app_id: str, session_id: Any) -> None:
+    async def before_hello(self, app_id: str, session_id: Any, client_seq: Any) -> None:
         """A HELLO asks to resume a session this node does not have: if it was ended by a
-        login elsewhere, say "kicked" (the client must not log in again)."""
+        login elsewhere, say "kicked" (the client must not log in again); with cluster resume,
+        take it over from the node that has (or had) it."""
         app = self.hub.apps.get(app_id)
         if app is None or not isinstance(session_id, str) or session_id in app.by_session_id:
             return
         try:
             if await self._redis.exists(rs.kicked_key(session_id)):
                 app.kicked[session_id] = time.monotonic() + self.limits.resume_window + 60
+                return
         except (RedisError, OSError) as exc:
             self._failed("resume check", exc)
+            return
+        await self.take_over(app, session_id, client_seq)
 
     def _kick(self, app: AppState, uid: str, session_id: str) -> None:
         """A login elsewhere replaced this node's session of ``uid``."""

@@ -33,6 +33,7 @@ from .session import Pending, Session
 if TYPE_CHECKING:
     from .cluster_metrics import ClusterMetrics
     from .hub import AppState, Hub
+    from .journal import Snapshot
 
 __all__ = ["BATCH", "MAX_QUEUED", "RETRY_DELAY", "ClusterInbox", "Job", "RemotePending"]
 
@@ -54,9 +55,10 @@ class RemotePending(Pending):
     Threading: not thread-safe; owned by the server's event loop.
     """
 
-    __slots__ = ("cluster", "ref", "reply_to")
+    __slots__ = ("cluster", "deadline", "ref", "reply_to")
 
-    def __init__(self, cluster: ClusterInbox, reply_to: str, ref: int, receiver: Session) -> None:
+    def __init__(self, cluster: ClusterInbox, reply_to: str, ref: int, receiver: Session,
+                 deadline: float) -> None:
         self.cluster = cluster
         self.reply_to = reply_to
         self.ref = ref
@@ -64,9 +66,14 @@ class RemotePending(Pending):
         self.seq = 0
         self.done = False
         self.timer: Optional[asyncio.TimerHandle] = None
+        #: Wall clock.
+        self.deadline = deadline
 
     def _report(self, code: int) -> None:
         self.cluster.send_result(self.reply_to, self.ref, code)
+
+    def reply_to_journal(self, timeout: float) -> List[Any]:
+        return ["n", self.reply_to, self.ref, self.deadline]
 
 
 class ClusterInbox:
@@ -100,6 +107,16 @@ class ClusterInbox:
         def _kick(self, app: AppState, uid: str, session_id: str) -> None: ...
         def _result(self, ref: int, code: int) -> None: ...
         def send_result(self, node: str, ref: int, code: int) -> None: ...
+        _jdirty: Dict[Session, None]
+
+        def _take_journal(self) -> List[Snapshot]: ...
+        async def _journal_commands(self, pipe: Any, snaps: List[Snapshot]) -> None: ...
+        def _journal_done(self, snaps: List[Snapshot], results: List[Any]) -> None: ...
+        def _journal_failed(self, snaps: List[Snapshot]) -> None: ...
+        def _on_session_result(self, app_id: str, sid: str, seq: int, code: int) -> None: ...
+        def _on_moved(self, app_id: str, room_id: str, uid: str, node: str, prev: str) -> None: ...
+        def _on_release(self, sid: str, requester: str) -> None: ...
+        def _on_released(self, sid: str) -> None: ...
 
     # ------------------------------------------------------------------ writing entries
     def _send(self, node: str, kind: str, *fields: Any) -> None:
@@ -136,10 +153,13 @@ class ClusterInbox:
         while True:
             await self._out_wake.wait()
             self._out_wake.clear()
-            while self._out:
+            while self._out or self._jdirty:
                 batch = list(itertools.islice(self._out, BATCH))
+                # Cluster resume: the sessions' journals go in the same transaction as the
+                # entries their frames caused (journal module docstring).
+                snaps = self._take_journal() if self._jdirty else []
                 try:
-                    pipe = self._redis.pipeline(transaction=False)
+                    pipe = self._redis.pipeline(transaction=bool(snaps))
                     targets = set()
                     for node, data in batch:
                         pipe.xadd(rs.stream_key(node), {"d": data}, maxlen=rs.STREAM_MAXLEN,
@@ -147,11 +167,16 @@ class ClusterInbox:
                         targets.add(node)
                     for node in targets:
                         pipe.pexpire(rs.stream_key(node), rs.STREAM_TTL_MS)
-                    await pipe.execute()
+                    if snaps:
+                        await self._journal_commands(pipe, snaps)
+                    res = await pipe.execute()
                 except (RedisError, OSError) as exc:
                     self._failed("write", exc)
+                    self._journal_failed(snaps)
                     await asyncio.sleep(RETRY_DELAY)
                     continue
+                if snaps:
+                    self._journal_done(snaps, res[len(res) - len(snaps):])
                 for _ in batch:
                     self._out.popleft()
                 self._written += len(batch)
@@ -209,6 +234,14 @@ class ClusterInbox:
             app = self.hub.apps.get(f[0])
             if app is not None:
                 self._kick(app, f[1], f[2])
+        elif kind == rs.SESSION_RESULT:
+            self._on_session_result(*f)
+        elif kind == rs.MOVED:
+            self._on_moved(*f)
+        elif kind == rs.RELEASE:
+            self._on_release(*f)
+        elif kind == rs.RELEASED:
+            self._on_released(*f)
 
     def _to_session(self, s: Session, job: Job) -> None:
         """Run ``job`` for local session ``s`` in arrival order, when it has room."""
@@ -267,7 +300,7 @@ class ClusterInbox:
                 if left <= 0:
                     self.send_result(reply_to, ref, UserMessageSendResult.TIMEOUT)
                     return
-                pending = RemotePending(self, reply_to, ref, r)
+                pending = RemotePending(self, reply_to, ref, r, deadline)
                 _, frame = r.conn.deliver(p.DeliverKind.PEER, sender, None, payload, tag=pending)
             except LocalProtocolError:
                 if ref is not None:

@@ -91,6 +91,11 @@ class Limits:
     #: Cluster mode: a node whose heartbeat is this old is dead; another node then removes its
     #: users from presence and rooms (the others see them leave, reason DROPPED).
     node_timeout: float = 5.0
+    #: Cluster mode: 1 = a session can be resumed on any node (after its node died, or when
+    #: the client comes back through another node): every frame to a client is first written
+    #: to Redis with what the client has not acknowledged (docs/deployment.md §3); 0 = off
+    #: (a client that lands on another node logs in again there).
+    cluster_resume: int = 0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -99,7 +104,7 @@ class Limits:
                 raise ValueError("limit %s must be a number, got %r" % (f.name, value))
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError("limit %s must be finite, got %r" % (f.name, value))
-            if f.name.endswith("_qps") or f.name == "resume_window":
+            if f.name.endswith("_qps") or f.name in ("resume_window", "cluster_resume"):
                 if value < 0:
                     raise ValueError("limit %s must be >= 0 (0 = off), got %r" % (f.name, value))
             elif value <= 0:

@@ -8,7 +8,6 @@ unexpected error closes it with INTERNAL_ERROR.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -19,14 +18,13 @@ from .._version import __version__
 from ..enums import LoginErrorCode, RoomMessageSendResult, UserMessageSendResult
 from ..errors import RemoteProtocolError
 from .hub import Hub
-from .session import CLOSE_TIMEOUT, Session, TokenBucket
+from .session import CIDS, CLOSE_TIMEOUT, Session, TokenBucket
 from .ws_guard import guarded_reader
 
 __all__ = ["ConnectionHandler", "serve_connection"]
 
 log = logging.getLogger(__name__)
 
-_cids = itertools.count(1)
 _NOT_SUPPORTED: Tuple[int, ...] = ()
 _ARITY: Dict[int, int] = {p.Op.LOGIN: 4, p.Op.LOGOUT: 0, p.Op.ONLINE_STATUS: 1,
                           p.Op.SET_SERVER_PARAMS: 2,
@@ -67,8 +65,9 @@ async def serve_connection(hub: Hub, request: web.Request) -> web.WebSocketRespo
                        timeout=CLOSE_TIMEOUT)
     ws.frame_limit = limits.max_frame
     await ws.prepare(request)
-    session = Session(next(_cids), ws, request, limits, hub.metrics, request.remote or "",
-                      hub.on_session_closed)
+    session = Session(next(CIDS), ws, request, limits, hub.metrics, request.remote or "",
+                      hub.on_session_closed,
+                      journaled=hub.cluster is not None and hub.cluster.resume)
     handler = ConnectionHandler(hub, session)
     ws.too_large = handler.frame_too_large
     log.debug("connection %d from %s opened", session.cid, session.peer_ip)
@@ -175,17 +174,21 @@ class ConnectionHandler:
             if ev is None:  # a duplicate SEND (resent after a resume): already handled
                 s.wake_writer()
             elif isinstance(ev, p.Send):
+                if s.journal is not None:
+                    s.journal.take_in(ev.seq)
                 await self._on_send(ev)
                 s.wake_writer()  # the writer sends one cumulative ACK after the batch
             elif isinstance(ev, p.Acked):
                 self.hub.on_acked(s, ev)
             elif isinstance(ev, p.Request):
+                if s.journal is not None:
+                    s.journal.take_in(ev.rid)
                 await self._on_request(ev)
             elif isinstance(ev, p.Ping):
                 await s.enqueue(s.conn.pong(ev.token))
             elif isinstance(ev, p.Hello):
                 if self.hub.cluster is not None and ev.resume is not None:
-                    await self.hub.cluster.before_hello(ev.app_id, ev.resume[0])
+                    await self.hub.cluster.before_hello(ev.app_id, ev.resume[0], ev.resume[1])
                 self._on_hello(ev)
             elif isinstance(ev, p.Close):
                 log.debug("connection %d: CLOSE %d from the client: %s", s.cid, ev.code, ev.reason)
@@ -279,6 +282,9 @@ class ConnectionHandler:
             code, result = 0, int(self.hub.online_status(s, ev.args[0]))
             if result != 1 and self.hub.cluster is not None:
                 result = int(await self.hub.cluster.online_status(s.app_id or "", ev.args[0]))
+        if s.journal is not None and op in (p.Op.JOIN_ROOM, p.Op.LEAVE_ROOM,
+                                            p.Op.SET_SERVER_PARAMS):
+            s.journal.meta_dirty = True  # written with this RESPONSE
         if await s.wait_for_room():  # then sequence and queue it with no await in between
             s.push(s.conn.respond(ev.rid, code, result))
         if close_after:

@@ -7,7 +7,8 @@ Threading: nothing here is thread-safe; everything runs on the server's event lo
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Optional
+import time
+from typing import TYPE_CHECKING, Any, List, Optional
 
 if TYPE_CHECKING:
     from .session import Session
@@ -72,3 +73,9 @@ class Pending:
     def _report(self, code: int) -> None:
         """Tell the sender the outcome (another node's sender: :class:`RemotePending`)."""
         self.sender.post_result(code, self.seq)
+
+    def reply_to_journal(self, timeout: float) -> List[Any]:
+        """Cluster resume: where the result goes if another node takes the receiver over
+        (the sender's session, wherever it is then), and until when (wall clock)."""
+        s = self.sender
+        return ["s", s.app_id, s.session_id, self.seq, time.time() + timeout]

@@ -18,6 +18,9 @@ key                             what
 ``rts:kicked:<session id>``     string with a TTL: the session was ended by a login elsewhere
 ``rts:reap:<node>``             lock (``SET NX PX``) of the node reaping a dead node
 ``rts:inv`` (pub/sub channel)   ``"<app> <uid>"`` whose presence changed (cache invalidation)
+``rts:ss:<session>``            hash (cluster resume): ``node``, ``in``, ``out``, ``meta`` of a session
+``rts:sq:<session>``            stream (cluster resume): frames the session's client has not acknowledged
+``rts:ns:<node>``               set (cluster resume): ids of the sessions the node serves
 ==============================  =====================================================================
 
 Stream entries have one field ``d``: a CBOR array ``[kind, origin node, n, ...]`` where ``n``
@@ -34,22 +37,30 @@ from typing import Any, Dict, List, Optional, Tuple
 import cbor2
 
 __all__ = [
+    "CLOSE_SESSION_SCRIPT",
+    "EXPIRE_SESSION_SCRIPT",
     "INV_CHANNEL",
     "JOIN_SCRIPT",
+    "JOURNAL_SCRIPT",
     "LEAVE_SCRIPT",
+    "MOVE_SCRIPT",
     "NODES",
     "PRESENCE_CAD",
     "PRESENCE_CAD_NODE",
+    "TAKEOVER_SCRIPT",
     "decode_entry",
     "encode_entry",
     "kicked_key",
     "node_key",
     "node_rooms_key",
+    "node_sessions_key",
     "node_users_key",
     "pairs",
     "presence_key",
     "reap_key",
     "room_key",
+    "session_key",
+    "session_stream_key",
     "stream_key",
     "text",
 ]
@@ -68,6 +79,16 @@ ROOM_MSG = "m"
 JOINED = "j"
 LEFT = "l"
 KICK = "k"
+# Cluster resume: a node asks another for a session / the session was handed over / the result
+# of a session's SEND, addressed to the session wherever it is / a room member changed node.
+RELEASE = "R"
+RELEASED = "D"
+SESSION_RESULT = "S"
+MOVED = "M"
+
+#: Cluster resume: the keys of a live session expire only if nobody writes them for this long
+#: (a node writing to a session whose keys are gone writes them all again).
+SESSION_TTL_MS = 24 * 3600 * 1000
 
 
 def node_key(node: str) -> str:
@@ -100,6 +121,18 @@ def kicked_key(session_id: str) -> str:
 
 def reap_key(node: str) -> str:
     return "rts:reap:" + node
+
+
+def session_key(session_id: str) -> str:
+    return "rts:ss:" + session_id
+
+
+def session_stream_key(session_id: str) -> str:
+    return "rts:sq:" + session_id
+
+
+def node_sessions_key(node: str) -> str:
+    return "rts:ns:" + node
 
 
 #: Delete a presence key only if it still holds ARGV[1] (this node's session).
@@ -135,6 +168,93 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return {1, redis.call('HGETALL', KEYS[1])}
 end
 return {0}
+"""
+
+#: Cluster resume, one session's part of a node's write: KEYS = [session hash, session stream,
+#: node sessions set]; ARGV = [node, checkpoint 0/1, in, out, client's ack, release 0/1,
+#: session id, meta or '', ttl ms, then seq, entry pairs]. Returns 1 written, 0 the session's
+#: keys are gone (write a checkpoint), 2 another node serves the session now.
+JOURNAL_SCRIPT = """
+local node = ARGV[1]
+local cur = redis.call('HGET', KEYS[1], 'node')
+if ARGV[2] == '1' then
+  if cur and cur ~= node then return 2 end
+  redis.call('DEL', KEYS[2])
+  redis.call('SADD', KEYS[3], ARGV[7])
+elseif not cur then
+  return 0
+elseif cur ~= node then
+  return 2
+end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[8]) end
+redis.call('HSET', KEYS[1], 'node', node, 'in', ARGV[3], 'out', ARGV[4])
+for i = 10, #ARGV, 2 do
+  redis.pcall('XADD', KEYS[2], ARGV[i] .. '-0', 'd', ARGV[i + 1])
+end
+local acked = tonumber(ARGV[5])
+if acked > 0 then redis.call('XTRIM', KEYS[2], 'MINID', (acked + 1) .. '-0') end
+redis.call('PEXPIRE', KEYS[1], ARGV[9])
+redis.call('PEXPIRE', KEYS[2], ARGV[9])
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], 'node', '')
+  redis.call('SREM', KEYS[3], ARGV[7])
+end
+return 1
+"""
+
+#: Cluster resume, taking a session over: KEYS = [session hash, presence, node users set,
+#: node sessions set, old node's sessions set, session stream]; ARGV = [node, old node,
+#: session id, "<app> <uid>", ttl ms]. Returns {1, hash} done, {0} no such session, {2, node}
+#: another node serves it, {3} its uid logged in again since (the session was replaced).
+TAKEOVER_SCRIPT = """
+local cur = redis.call('HGET', KEYS[1], 'node')
+if not cur then return {0} end
+if cur ~= ARGV[2] and cur ~= '' then return {2, cur} end
+local pv = redis.call('GET', KEYS[2])
+if pv then
+  local sp = string.find(pv, ' ', 1, true)
+  if not sp or string.sub(pv, sp + 1) ~= ARGV[3] then return {3} end
+end
+redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3])
+redis.call('HSET', KEYS[1], 'node', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[6], ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('SREM', KEYS[5], ARGV[3])
+return {1, redis.call('HGETALL', KEYS[1])}
+"""
+
+#: Cluster resume, a room member moving with its session: KEYS = [room hash, node rooms set,
+#: old node's rooms set]; ARGV = [uid, node, membership]. Returns [previous node or '' (it had
+#: been removed), flat HGETALL after].
+MOVE_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SREM', KEYS[3], ARGV[3])
+return {old or '', redis.call('HGETALL', KEYS[1])}
+"""
+
+#: Cluster resume, a session ended on its node: KEYS = [session hash, session stream, node
+#: sessions set]; ARGV = [node, session id]. Deletes the keys if the node still serves it.
+CLOSE_SESSION_SCRIPT = """
+redis.call('SREM', KEYS[3], ARGV[2])
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  return redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 0
+"""
+
+#: Cluster resume, reaping a dead node: KEYS = [session hash, session stream]; ARGV = [dead
+#: node, ms]. Its sessions stay resumable for ms (the resume window), unless taken over.
+EXPIRE_SESSION_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
 """
 
 

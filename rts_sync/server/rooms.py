@@ -140,6 +140,25 @@ class Rooms:
                                          [room_id, session.uid, reason]))
         session.rooms.clear()
 
+    def drop(self, session: Session, room_id: str) -> None:
+        """Cluster resume: the session was handed over to another node; take it out of the
+        room here without notices (it is still a member, served elsewhere)."""
+        room = self.rooms.get(room_id)
+        if room is not None:
+            self._remove(room, session)
+        session.rooms.discard(room_id)
+
+    def restore(self, session: Session, room_id: str) -> None:
+        """Cluster resume: a session taken over from another node is a member here now,
+        without notices (the members saw nothing happen)."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = Room(room_id)
+        room.members[session.uid or ""] = session
+        session.rooms.add(room_id)
+        if len(room.members) > self.limits.room_notify_limit:
+            room.quiet = True
+
     def _remove(self, room: Room, session: Session) -> List[Session]:
         """Take ``session`` out of ``room``; returns the remaining members."""
         uid = session.uid or ""

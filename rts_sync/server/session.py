@@ -28,9 +28,10 @@ the transport's buffer holds at most about its high-water mark plus ``wsframe.CH
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from aiohttp import web
 
@@ -41,8 +42,12 @@ from . import wsframe
 from .config import Limits
 from .metrics import Metrics
 from .pending import Pending, TokenBucket
+from .session_resume import SessionResume
 
-__all__ = ["Pending", "Session", "TokenBucket"]
+if TYPE_CHECKING:
+    from .journal import SessionJournal
+
+__all__ = ["CIDS", "Pending", "Session", "TokenBucket"]
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +55,11 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 5.0
 #: Most seqs in one RESULT frame (keeps the frame far below the smallest sensible max_frame).
 _RESULT_CHUNK = 1024
+#: Connection ids (in logs), shared by connections and sessions taken over from other nodes.
+CIDS = itertools.count(1)
 
 
-class Session:
+class Session(SessionResume):
     """One WebSocket connection: the ``Connection(Role.SERVER)``, who it is, its outbox and how it
     is written (see the module docstring).
 
@@ -62,14 +69,13 @@ class Session:
 
     __slots__ = (
         "_blocked_since", "_corked", "_deadline", "_flush_soon", "_inflight", "_loop",
-        "_n_results", "_on_close", "_out", "_protocol", "_results", "_resume_timer",
-        "_room_waiter", "_send_close_frame", "_task", "_timeout_timer", "_timeouts",
-        "_transport", "app_id", "buckets",
-        "business_id", "cid", "close_code", "close_reason", "conn", "limits", "metrics",
-        "peer_ip", "request", "rooms", "server_params", "session_id", "uid", "ws")
+        "_n_results", "_on_close", "_room_waiter", "_send_close_frame", "app_id", "buckets",
+        "business_id", "cid", "conn", "journal", "limits", "metrics", "rooms", "server_params",
+        "session_id", "uid")
 
-    def __init__(self, cid: int, ws: web.WebSocketResponse, request: web.Request, limits: Limits,
-                 metrics: Metrics, peer_ip: str, on_close: Callable[[Session], None]) -> None:
+    def __init__(self, cid: int, ws: Optional[web.WebSocketResponse],
+                 request: Optional[web.Request], limits: Limits, metrics: Metrics, peer_ip: str,
+                 on_close: Callable[[Session], None], journaled: bool = False) -> None:
         self.cid = cid
         #: The WebSocket serving this session now (None while detached, waiting for a resume).
         self.ws: Optional[web.WebSocketResponse] = ws
@@ -77,7 +83,14 @@ class Session:
         self.limits = limits
         self.metrics = metrics
         self.peer_ip = peer_ip
-        self.conn = p.Connection(p.Role.SERVER, max_frame=limits.max_frame)
+        if journaled:  # cluster resume: its reliable frames are also written to Redis
+            from .journal import JournaledConnection
+
+            self.conn: p.Connection = JournaledConnection(p.Role.SERVER, max_frame=limits.max_frame)
+        else:
+            self.conn = p.Connection(p.Role.SERVER, max_frame=limits.max_frame)
+        #: Cluster resume, once logged in: the write barrier (``journal`` module); else None.
+        self.journal: Optional[SessionJournal] = None
         self.app_id: Optional[str] = None
         self.uid: Optional[str] = None
         self.session_id: Optional[str] = None
@@ -113,7 +126,8 @@ class Session:
         #: Reliable deliveries to this client with their deadlines, oldest first (see ``track``).
         self._timeouts: Optional[Deque[Tuple[float, Pending]]] = None
         self._timeout_timer: Optional[asyncio.TimerHandle] = None
-        self._attach(request)
+        if request is not None:
+            self._attach(request)
 
     def __repr__(self) -> str:
         return "<Session %d app=%s uid=%s>" % (self.cid, self.app_id, self.uid)
@@ -143,8 +157,9 @@ class Session:
         """
         while self.close_code is None and not self._has_room():
             now = self._loop.time()
-            if self._blocked_since is None:
-                self._blocked_since = now
+            if self._blocked_since is None or (self.journal is not None
+                                               and not self.journal.cluster.healthy):
+                self._blocked_since = now  # (frames wait for Redis, not for this client)
             remaining = self._blocked_since + self.limits.slow_consumer_grace - now
             if remaining <= 0:
                 self.metrics.slow_consumer_disconnects += 1
@@ -165,6 +180,9 @@ class Session:
         then ``push(conn.respond(...))`` with no await in between."""
         if not await self.wait_for_room():
             return False
+        if (self.journal is not None and self._transport is not None
+                and not self._protocol._paused):
+            return self._write(wsframe.frame(data))  # unsequenced: need not wait for Redis
         self.push(data)
         return True
 
@@ -177,8 +195,13 @@ class Session:
             if pending is not None:
                 pending.resolve(UserMessageSendResult.TIMEOUT)
             return
-        if self._out or self._corked or self._transport is None or self._protocol._paused:
+        j = self.journal
+        if (j is not None or self._out or self._corked or self._transport is None
+                or self._protocol._paused):
             self._out.append((data, pending))
+            if j is not None:  # written once the writer has it in Redis
+                j.pushed += 1
+                j.changed()
             self._schedule()
             return
         # Write-through: nothing queued, nothing written yet in this loop iteration.
@@ -192,8 +215,11 @@ class Session:
         self._schedule()
 
     def post_result(self, code: int, seq: int) -> None:
-        """Queue the result of one of this client's SENDs; RESULT frames are coalesced by code."""
+        """Queue the result of one of this client's SENDs; RESULT frames are coalesced by code.
+        A session handed over to another node sends it on to that node."""
         if self.close_code is not None:
+            if self.journal is not None and self.journal.moved:
+                self.journal.forward_result(code, seq)
             return
         self._results.setdefault(int(code), []).append(seq)
         self._n_results += 1
@@ -275,18 +301,29 @@ class Session:
         """The scheduled flush (a ``call_soon`` callback on the event loop). While a task of
         this session runs (drain or close), that task writes instead."""
         self._flush_soon = self._corked = False
-        if self.close_code is None and self._task is None and not self._write_pending():
-            self._start_drain()
+        if self.close_code is None and self._task is None:
+            if self.journal is not None and self._results:
+                for frame in self._take(ack=False):  # numbered (and journaled) now
+                    self._out.append((frame, None))
+                    self.journal.pushed += 1
+                self.journal.changed()
+            if not self._write_pending():
+                self._start_drain()
 
-    def _take(self) -> List[bytes]:
+    def _take(self, ack: bool = True) -> List[bytes]:
         """The cumulative ACK, then the coalesced RESULTs, numbered now (after every queued
         frame). The ACK follows the queued frames so that a WELCOME queued by a resume goes
-        first."""
+        first. With a journal, the ACK covers only client frames whose handling is in Redis,
+        and the RESULTs are queued by ``_flush`` instead (they too wait for the journal)."""
         batch: List[bytes] = []
+        j = None if self.close_code is not None else self.journal
         try:
-            ack = self.conn.ack()
-            if ack is not None:
-                batch.append(ack)
+            if ack:
+                frame = self.conn.ack(None if j is None else j.durable_in)
+                if frame is not None:
+                    batch.append(frame)
+            if j is not None and ack:
+                return batch
             for code, seqs in self._results.items():
                 for i in range(0, len(seqs), _RESULT_CHUNK):
                     batch.append(self.conn.result(code, seqs[i:i + _RESULT_CHUNK]))
@@ -307,11 +344,15 @@ class Session:
         if protocol._paused:
             return False
         out = self._out
-        took = bool(out) or bool(self._results)
+        j = self.journal
+        n = len(out)
+        if j is not None and self.close_code is None:
+            n = min(n, j.released - j.written)  # the rest is not in Redis yet
+        took = n > 0 or bool(self._results)
         parts: List[bytes] = []
-        if out:
+        if n > 0:
             size = 0
-            i, n = 0, len(out)
+            i = 0
             while i < n:
                 data, pending = out[i]
                 i += 1
@@ -326,9 +367,13 @@ class Session:
                     parts, size = [], 0
                     if protocol._paused:
                         del out[:i]
+                        if j is not None:
+                            j.written += i
                         self._progress()
                         return False
-            out.clear()
+            del out[:n]
+            if j is not None:
+                j.written += n
         for data in self._take():
             parts.append(wsframe.header(len(data)))
             parts.append(data)
@@ -465,62 +510,6 @@ class Session:
         transport = self.request.transport if self.request is not None else None
         if transport is not None:
             transport.abort()
-
-    # ------------------------------------------------------------------ resume
-    def _detach_transport(self) -> None:
-        self.ws = self.request = None
-        self._transport = self._protocol = None
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    def discard(self) -> None:
-        """Forget the WebSocket without closing it: another Session took it over (resume)."""
-        self._detach_transport()
-
-    def detach(self) -> None:
-        """The WebSocket ended without a close from either side: keep the session (uid, rooms,
-        queued and unacknowledged frames) for ``resume_window`` seconds, then end it."""
-        log.info("connection %d (uid %s): connection lost, session kept %.0f s for a resume",
-                 self.cid, self.uid, self.limits.resume_window)
-        self._detach_transport()
-        self._resume_timer = self._loop.call_later(self.limits.resume_window, self._expire)
-
-    def _expire(self) -> None:
-        self._resume_timer = None
-        if self.ws is None and not self.closing:
-            log.info("connection %d (uid %s): not resumed in time", self.cid, self.uid)
-            self.close(p.CloseCode.NORMAL, "resume window expired", frame=False, flush=False)
-
-    def adopt(self, ws: web.WebSocketResponse, request: web.Request, peer_ip: str,
-              welcome: Callable[[p.Connection], bytes], client_seq: int) -> None:
-        """Serve this session over a new WebSocket (the client resumed it): the WELCOME first,
-        then every frame the client has not acknowledged, except deliveries that timed out
-        meanwhile, then whatever comes next. A previous WebSocket still open (a half-open link
-        the client gave up on) is dropped. RemoteProtocolError if ``client_seq`` is impossible.
-        """
-        acked, replay = self.conn.resume_from(
-            client_seq, keep=lambda tag: not (isinstance(tag, Pending) and tag.done))
-        for tag in acked.tags:  # the client had them; only its ACK was lost with the socket
-            if isinstance(tag, Pending):
-                tag.resolve(UserMessageSendResult.SUCCESS)
-        if self.ws is not None and self.ws is not ws:
-            self.abort()
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if self._resume_timer is not None:
-            self._resume_timer.cancel()
-            self._resume_timer = None
-        self.ws, self.request, self.peer_ip = ws, request, peer_ip
-        self._attach(request)
-        self.conn.reopen()
-        # What was queued is either in the replay or unsequenced (droppable).
-        self._out = [(welcome(self.conn), None)]
-        self._out.extend((data, None) for data in replay)
-        self._progress()
-        if not self._write_pending():
-            self._start_drain()
 
     async def wait_closed(self) -> None:
         """Wait (bounded) until the connection finished closing; abort it if that hangs."""

@@ -2,10 +2,14 @@
 --redis ...``), SDK engines spread across the nodes: presence, duplicate-login kicks, online
 status, peer and room messages, room presence, push API and P2Server across nodes; a node
 SIGKILLed mid-traffic (failover, nothing acknowledged lost, stale presence reaped); Redis
-restarted mid-run (unhealthy, logins refused with -1003, recovery by itself)."""
+restarted mid-run (unhealthy, logins refused with -1003, recovery by itself).
+
+Each runs twice: plain cluster mode, and with ``cluster_resume=1`` (sessions resume on another
+node; test_cluster_resume.py has the tests of what only that mode does)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 import time
 from typing import Any, Dict, Iterator, List, Tuple
@@ -39,9 +43,13 @@ def redis_server() -> Iterator[RedisServer]:
     r.stop()
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_server: RedisServer) -> Iterator[List[Node]]:
-    nodes = start_nodes(redis_server.url, 3)
+#: The two cluster modes every test here runs in.
+MODES = [pytest.param({}, id="plain"), pytest.param({"cluster_resume": 1}, id="resume")]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def cluster(redis_server: RedisServer, request: Any) -> Iterator[List[Node]]:
+    nodes = start_nodes(redis_server.url, 3, request.param)
     yield nodes
     stop_nodes(nodes)
 
@@ -230,18 +238,23 @@ def _check_acknowledged(sent: List[Tuple[str, Any]], received: List[str], what: 
     return len(acked)
 
 
-def run_node_kill(seed: int, n: int = 600) -> Dict[str, Any]:
+def run_node_kill(seed: int, n: int = 600, limits: Any = None) -> Dict[str, Any]:
     """Three nodes; alice (first on node 0) and bob (first on node 1) exchange reliable peer and
-    room messages while node 0 is SIGKILLed; dave (only node 0 in his list) never comes back."""
+    room messages while node 0 is SIGKILLed; dave (only node 0 in his list) never comes back.
+    Alice resumes her session on another node with ``cluster_resume``, else logs in again."""
     rng = random.Random(seed)
     redis = RedisServer()
-    nodes = start_nodes(redis.url, 3)
+    resume = bool((limits or {}).get("cluster_resume"))
+    nodes = start_nodes(redis.url, 3, limits)
     made: List[rts_sync.RTS] = []
     try:
         e = Engines()
         arec = TimedRecorder()
-        alice, _ = e.login(rotated(nodes, 0), "c-alice", rec=arec)
-        bob, brec = e.login(rotated(nodes, 1), "c-bob")
+        # results on their way to the killed node are lost with it: those sends end TIMEOUT
+        # after send_timeout (shortened here), never SUCCESS
+        quick = {"send_timeout": 4.0}
+        alice, _ = e.login(rotated(nodes, 0), "c-alice", quick, rec=arec)
+        bob, brec = e.login(rotated(nodes, 1), "c-bob", quick)
         dave, _ = e.login(nodes[0].url, "c-dave", {"lost_after": 0.5})
         made = e.made
         aroom, arr, _ = e.room(alice, "c-room")
@@ -266,7 +279,8 @@ def run_node_kill(seed: int, n: int = 600) -> Dict[str, Any]:
         sent_ba = [(m, op.exception(WAIT * 2)) for m, op in ba]
         sent_room = [(m, op.exception(WAIT * 2)) for m, op in room_ab]
         # failover: both logged in (again) through a live node, in their room again
-        arec.wait_for(lambda: (S.RECONNECTED, Reason.CONNECT_SUCCESS) in arec.of("state"))
+        how = Reason.RESUMED if resume else Reason.CONNECT_SUCCESS
+        arec.wait_for(lambda: (S.RECONNECTED, how) in arec.of("state"))
         failover = arec.first(lambda ev: ev[0] == "state" and ev[1][0] == S.RECONNECTED) - killed_at
         assert alice.send_message("c-bob", "after").result(WAIT) == 0
         assert bob.send_message("c-alice", "after").result(WAIT) == 0
@@ -292,17 +306,19 @@ def run_node_kill(seed: int, n: int = 600) -> Dict[str, Any]:
         redis.stop()
 
 
-def test_node_killed_mid_traffic_fails_over_and_loses_nothing_acknowledged() -> None:
-    figures = run_node_kill(seed=1)
+@pytest.mark.parametrize("limits", MODES)
+def test_node_killed_mid_traffic_fails_over_and_loses_nothing_acknowledged(limits: Any) -> None:
+    figures = run_node_kill(seed=1, limits=limits)
     print("node kill:", figures)
     assert figures["acked_peer"] > 0 and figures["acked_room"] > 0
     assert wait_no_threads() == []
 
 
 @pytest.mark.soak
+@pytest.mark.parametrize("limits", MODES)
 @pytest.mark.parametrize("seed", range(10))
-def test_node_kill_soak(seed: int) -> None:
-    print("node kill %d:" % seed, run_node_kill(seed=100 + seed, n=1500))
+def test_node_kill_soak(seed: int, limits: Any) -> None:
+    print("node kill %d:" % seed, run_node_kill(seed=100 + seed, n=1500, limits=limits))
 
 
 def all_online(rts: rts_sync.RTS, uid: str, n: int = 20) -> bool:
@@ -318,9 +334,11 @@ def redis_errors(node: Node) -> int:
     raise AssertionError("no rts_cluster_redis_errors_total in /metrics")
 
 
-def test_redis_restart_unhealthy_refuses_logins_and_recovers() -> None:
+@pytest.mark.parametrize("limits", MODES)
+def test_redis_restart_unhealthy_refuses_logins_and_recovers(limits: Any) -> None:
     redis = RedisServer()
-    nodes = start_nodes(redis.url, 2)
+    nodes = start_nodes(redis.url, 2, limits)
+    resume = bool(limits.get("cluster_resume"))
     e = Engines()
     try:
         alice, arec = e.login(nodes[0].url, "x-alice")
@@ -342,11 +360,19 @@ def test_redis_restart_unhealthy_refuses_logins_and_recovers() -> None:
         with pytest.raises(RTSError) as err:
             late.login(token("x-late"), "x-late").result(WAIT)
         assert err.value.code == LoginErrorCode.SERVER_ERROR
-        # sessions on one node still talk to each other
-        assert alice.send_message("x-carol", "local").result(WAIT) == 0
+        # sessions on one node still talk to each other; with cluster resume every frame
+        # waits until Redis has it, so the message goes through once Redis is back
+        local = alice.send_message("x-carol", "local")
+        if not resume:
+            assert local.result(WAIT) == 0
+        else:  # held by its node while Redis is down (a second is plenty to see that)
+            with pytest.raises(concurrent.futures.TimeoutError):
+                local.result(1.0)
         redis.start()  # empty: every node registers its users and rooms again by itself
         for node in nodes:
             node.wait_health(200, nodes=2)
+        assert local.result(WAIT) == 0
+        crec.wait_for(lambda: ("x-alice", "local") in crec.of("msg"))
         errors = [redis_errors(node) for node in nodes]
         assert late.login(token("x-late"), "x-late").result(WAIT) == 0
         assert all_online(alice, "x-bob") and all_online(bob, "x-alice")

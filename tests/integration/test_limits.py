@@ -89,7 +89,8 @@ def test_protective_limits_are_on_by_default_and_rate_limits_off() -> None:
     defaults = Limits()
     assert {name: getattr(defaults, name) for name in PROTECTIVE} == PROTECTIVE
     assert all(getattr(defaults, name) == 0 for name in RATES)
-    assert set(Limits.names()) - set(PROTECTIVE) - set(RATES) <= {"node_heartbeat", "node_timeout"}
+    assert set(Limits.names()) - set(PROTECTIVE) - set(RATES) <= {"node_heartbeat", "node_timeout",
+                                                                      "cluster_resume"}
 
 
 def test_every_limit_is_documented_in_security_md() -> None:
