@@ -125,18 +125,21 @@ class ClusterMessages:
         else:
             self._send(node, rs.RESULT, ref, int(code))
 
-    async def push_unicast(self, app_id: str, to: str, sender: str, payload: p.Payload) -> bool:
-        """Push API SendUnicast to a uid on another node; False if it is not logged in."""
+    async def push_unicast(self, app_id: str, to: str, sender: str,
+                           payload: p.Payload) -> Optional[bool]:
+        """Push API SendUnicast to a uid on another node; False if it is not logged in, None
+        if Redis did not take the message within ``message_timeout`` (the caller must not
+        answer success before: were this node to die first, it would be lost)."""
         try:
             node = await self.locate(app_id, to)
         except (RedisError, OSError) as exc:
             self._failed("locate", exc)
-            return False
+            return None
         if node is None or node == self.node:
             return False
         await self._wait_room()
         self._send(node, rs.PEER, app_id, sender, to, True, payload, None, 0.0, 0, self.node)
-        return True
+        return True if await self.written(self.limits.message_timeout) else None
 
     # ------------------------------------------------------------------ rooms
     async def joined(self, session: Session, room_id: str, result: Any) -> Tuple[int, Any]:
@@ -209,18 +212,18 @@ class ClusterMessages:
         return await self.written(self.limits.message_timeout)
 
     async def push_broadcast(self, app_id: str, room_id: str, sender: str,
-                             payload: p.Payload) -> bool:
+                             payload: p.Payload) -> Optional[bool]:
         """Push API SendBroadcast to a room without members on this node; False if it has
-        none anywhere."""
+        none anywhere, None if Redis did not take the entries in time (as push_unicast)."""
         try:
             members = rs.pairs(await self._redis.hgetall(rs.room_key(app_id, room_id)))
         except (RedisError, OSError) as exc:
             self._failed("room lookup", exc)
-            return False
+            return None
         nodes = set(members.values()) - {self.node} - self._dead
         if not nodes:
             return False
         await self._wait_room()
         for n in nodes:
             self._send(n, rs.ROOM_MSG, app_id, room_id, sender, payload)
-        return True
+        return True if await self.written(self.limits.message_timeout) else None

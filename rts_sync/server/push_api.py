@@ -72,7 +72,12 @@ ERRORS: Dict[str, Tuple[int, Optional[int], str]] = {
     "UserNotOnline": (404, None, "SendUnicast: To is not logged in"),
     "RoomNotFound": (404, None, "SendBroadcast: nobody is in RoomId"),
     "FlowLimitExceeded": (429, None, "over push_qps for this app, or too many recent signatures"),
+    "ServiceUnavailable": (503, None, "cluster mode: Redis is unavailable, or did not take the "
+                                      "message within message_timeout (it may or may not be "
+                                      "delivered; retry)"),
 }
+
+_UNAVAILABLE = "cluster store (Redis) unavailable: the message may not be delivered"
 
 
 class PushError(Exception):
@@ -180,7 +185,10 @@ class PushAPI:
         if action == "SendUnicast":
             to = _id(fields, "To")
             if cluster is not None and to not in app.sessions:  # on another node, or nowhere
-                if not await cluster.push_unicast(app.app_id, to, sender, payload):
+                sent = await cluster.push_unicast(app.app_id, to, sender, payload)
+                if sent is None:
+                    raise PushError("ServiceUnavailable", _UNAVAILABLE)
+                if not sent:
                     raise PushError("UserNotOnline", "user %r is not logged in" % to)
                 self.hub.metrics.messages["push_unicast"] += 1
                 return
@@ -189,12 +197,17 @@ class PushAPI:
             room_id = _id(fields, "RoomId")
             room = app.rooms.rooms.get(room_id)
             if room is None or not room.members:
-                if cluster is not None and await cluster.push_broadcast(
-                        app.app_id, room_id, sender, payload):  # members on other nodes only
+                sent = None if cluster is None else await cluster.push_broadcast(
+                    app.app_id, room_id, sender, payload)  # members on other nodes only
+                if sent is None and cluster is not None:
+                    raise PushError("ServiceUnavailable", _UNAVAILABLE)
+                if sent:
                     self.hub.metrics.messages["push_broadcast"] += 1
                     return
                 raise PushError("RoomNotFound", "nobody is in room %r" % room_id)
             code = await app.rooms.broadcast(None, sender, room_id, payload)
+            if code == RoomMessageSendResult.TIMEOUT:
+                raise PushError("ServiceUnavailable", _UNAVAILABLE)
             if code != RoomMessageSendResult.SUCCESS:
                 raise PushError("RoomNotFound", "nobody is in room %r" % room_id)
             self.hub.metrics.messages["push_broadcast"] += 1

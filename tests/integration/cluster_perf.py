@@ -81,16 +81,19 @@ def main() -> None:
     finally:
         plain.terminate()
         plain.wait()
-    redis = RedisServer()
-    try:
-        nodes = start_nodes(redis.url, 2, {"node_timeout": 5.0, "node_heartbeat": 1.0})
-        a, b = nodes[0].url, nodes[1].url
-        print("cluster, both ends on one node: %6.0f msg/s" % run([a], [a]))
-        print("cluster, across two nodes:      %6.0f msg/s" % run([a], [b]))
-        print("cluster, two nodes, spread:     %6.0f msg/s" % run([a, b], [a, b]))
-        stop_nodes(nodes)
-    finally:
-        redis.stop()
+    for resume in (0, 1):
+        redis = RedisServer()
+        try:
+            nodes = start_nodes(redis.url, 2, {"node_timeout": 5.0, "node_heartbeat": 1.0,
+                                               "cluster_resume": resume})
+            a, b = nodes[0].url, nodes[1].url
+            mode = "cluster_resume=%d" % resume
+            print("%s, both ends on one node: %6.0f msg/s" % (mode, run([a], [a])))
+            print("%s, across two nodes:      %6.0f msg/s" % (mode, run([a], [b])))
+            print("%s, two nodes, spread:     %6.0f msg/s" % (mode, run([a, b], [a, b])))
+            stop_nodes(nodes)
+        finally:
+            redis.stop()
 
 
 if __name__ == "__main__":

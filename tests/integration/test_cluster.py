@@ -346,6 +346,7 @@ def test_redis_restart_unhealthy_refuses_logins_and_recovers(limits: Any) -> Non
         carol, crec = e.login(nodes[0].url, "x-carol")
         aroom, arr, _ = e.room(alice, "x-room")
         broom, brr, _ = e.room(bob, "x-room")
+        e.room(bob, "x-far")  # a room with members on node 1 only
         assert alice.send_message("x-bob", "before").result(WAIT) == 0
         # concurrent lookups leave several idle connections in each node's Redis pool; a
         # restart makes them all stale, and none may fail a command afterwards
@@ -360,6 +361,14 @@ def test_redis_restart_unhealthy_refuses_logins_and_recovers(limits: Any) -> Non
         with pytest.raises(RTSError) as err:
             late.login(token("x-late"), "x-late").result(WAIT)
         assert err.value.code == LoginErrorCode.SERVER_ERROR
+        # the push API cannot reach users or rooms of other nodes: a clear 503, not a 200
+        # for a message that may be lost, nor a 404 for a user who is online
+        for action, where in (("SendUnicast", {"To": "x-bob"}),
+                              ("SendBroadcast", {"RoomId": "x-far"})):
+            status, answer = push(nodes[0].http_url, action,
+                                  dict(where, AppId=APP_ID, From="srv", Binary=False, Message="m"))
+            assert status == 503, answer
+            assert answer["ResponseMetadata"]["Error"]["Code"] == "ServiceUnavailable"
         # sessions on one node still talk to each other; with cluster resume every frame
         # waits until Redis has it, so the message goes through once Redis is back
         local = alice.send_message("x-carol", "local")
