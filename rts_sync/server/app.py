@@ -65,6 +65,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _on_shutdown(app: web.Application) -> None:
     hub = app[HUB]
+    if hub.cluster is not None:  # cluster resume: its clients resume on other nodes
+        await hub.cluster.hand_over_all(CLOSE_TIMEOUT)
     if hub.connections:
         log.info("closing %d connections", len(hub.connections))
     await hub.close_all(p.CloseCode.GOING_AWAY, "server shutting down", CLOSE_TIMEOUT)

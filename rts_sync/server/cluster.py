@@ -63,7 +63,8 @@ from .cluster_inbox import RETRY_DELAY, ClusterInbox, Job, RemotePending
 from .cluster_messages import ClusterMessages
 from .cluster_metrics import ClusterMetrics
 from .cluster_resume import ClusterResume
-from .session import Session
+from .cluster_takeover import ClusterTakeover
+from .session import CLOSE_TIMEOUT, Session
 
 if TYPE_CHECKING:
     from .hub import AppState, Hub
@@ -72,8 +73,11 @@ __all__ = ["Cluster", "RemotePending"]
 
 log = logging.getLogger(__name__)
 
+#: Redis connections of one node's pool at most (commands beyond wait for a free one).
+MAX_REDIS_CONNECTIONS = 64
 
-class Cluster(ClusterMessages, ClusterInbox, ClusterResume):
+
+class Cluster(ClusterMessages, ClusterInbox, ClusterResume, ClusterTakeover):
     """One node's side of cluster mode (see the module docstring)."""
 
     def __init__(self, hub: Hub, url: str) -> None:
@@ -108,7 +112,13 @@ class Cluster(ClusterMessages, ClusterInbox, ClusterResume):
         self._ops_wake: Optional[asyncio.Event] = None
         # reliable messages sent to other nodes: ref -> (sender, seq, safety timer)
         self._refs = itertools.count(1)
-        self._pending: Dict[int, Tuple[Session, int, asyncio.TimerHandle, str]] = {}
+        #: Reliable messages sent to other nodes: ref -> (sender, seq, safety timer, node,
+        #: receiver uid while it counts in ``_flights``).
+        self._pending: Dict[int, Tuple[Session, int, asyncio.TimerHandle, str,
+                                       Optional[str]]] = {}
+        #: Unresolved reliable messages per (sender, receiver uid): [node, count] (see fence).
+        self._flights: Dict[Tuple[Session, str], List[Any]] = {}
+        self._fences: Dict[Tuple[Session, str], asyncio.Event] = {}
         self._outstanding: Counter[Session] = Counter()
         self._waiters: Dict[Session, asyncio.Event] = {}
         # caches
@@ -118,6 +128,10 @@ class Cluster(ClusterMessages, ClusterInbox, ClusterResume):
         self._dead: Set[str] = set()
         self._live: Set[str] = set()
         self._remote_members: Dict[Tuple[str, str], Dict[str, str]] = {}
+        #: Peer messages for uids no longer here, being sent on in order (per uid).
+        self._redirects: Dict[Tuple[str, str], Deque[Tuple[Any, ...]]] = {}
+        #: Uids whose session this node handed over, until the taker has it (cluster resume).
+        self._in_transit: Set[Tuple[str, str]] = set()
         for app in hub.apps.values():
             app.rooms.cluster = self
         self._init_resume()
@@ -129,11 +143,18 @@ class Cluster(ClusterMessages, ClusterInbox, ClusterResume):
         # Redis restart leaves every idle connection dead). ``from_url`` does not pass the
         # client's default retry policy on to its pool, so without this a stale connection
         # fails the command. Only ConnectionError: a timed-out command may have been applied.
+        #
+        # A blocking pool: a burst of commands (hundreds of lookups at once) waits for a free
+        # connection instead of failing; redis-py 8's default pool refuses a 101st connection
+        # with MaxConnectionsError, which would make the node unhealthy.
         opts: Dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_keepalive": True,
                                 "retry": Retry(NoBackoff(), 1,
-                                               supported_errors=(RedisConnectionError,))}
-        self._redis = aioredis.Redis.from_url(self.url, socket_timeout=5.0, **opts)
-        self._reader = aioredis.Redis.from_url(self.url, socket_timeout=10.0, **opts)
+                                               supported_errors=(RedisConnectionError,)),
+                                "max_connections": MAX_REDIS_CONNECTIONS, "timeout": 5.0}
+        pool = aioredis.BlockingConnectionPool.from_url
+        self._redis = aioredis.Redis(connection_pool=pool(self.url, socket_timeout=5.0, **opts))
+        self._reader = aioredis.Redis(connection_pool=pool(self.url, socket_timeout=10.0,
+                                                           **opts))
         self._out_wake, self._out_room, self._ops_wake = (asyncio.Event(), asyncio.Event(),
                                                           asyncio.Event())
         try:
@@ -150,6 +171,8 @@ class Cluster(ClusterMessages, ClusterInbox, ClusterResume):
 
     async def close(self, app: Any = None) -> None:
         """Flush what is queued (briefly), leave the cluster, stop the loops."""
+        if self.healthy:
+            await self.settle_results(CLOSE_TIMEOUT)
         await self._flush(2.0)
         if self._redis is not None and self.healthy:
             try:  # whatever the closed sessions left behind; the rooms' nodes are told
@@ -171,7 +194,7 @@ class Cluster(ClusterMessages, ClusterInbox, ClusterResume):
         for client in (self._redis, self._reader):
             if client is not None:
                 try:
-                    await client.aclose()
+                    await client.aclose(close_connection_pool=True)
                 except (RedisError, OSError):
                     pass
 
@@ -244,9 +267,11 @@ class Cluster(ClusterMessages, ClusterInbox, ClusterResume):
         for n in newly_dead:
             self._dead.add(n)
             self._forget_node(n)
-            # its receivers' ACKs cannot come any more: TIMEOUT now, not in a while
-            for ref in [r for r, e in self._pending.items() if e[3] == n]:
-                self._result(ref, int(UserMessageSendResult.TIMEOUT))
+            if self.resume:  # its sessions resume elsewhere and their ACKs come from there
+                self._unfence(n)
+            else:  # its receivers' ACKs cannot come any more: TIMEOUT now, not in a while
+                for ref in [r for r, e in self._pending.items() if e[3] == n]:
+                    self._result(ref, int(UserMessageSendResult.TIMEOUT))
         self._live = live
         self._dead -= live
         for n in others:

@@ -32,6 +32,7 @@ from .session import Pending, Session
 
 if TYPE_CHECKING:
     from .cluster_metrics import ClusterMetrics
+    from .config import Limits
     from .hub import AppState, Hub
     from .journal import Snapshot
 
@@ -55,10 +56,10 @@ class RemotePending(Pending):
     Threading: not thread-safe; owned by the server's event loop.
     """
 
-    __slots__ = ("cluster", "deadline", "ref", "reply_to")
+    __slots__ = ("cluster", "deadline", "origin", "ref", "reply_to")
 
     def __init__(self, cluster: ClusterInbox, reply_to: str, ref: int, receiver: Session,
-                 deadline: float) -> None:
+                 deadline: float, origin: Optional[List[Any]]) -> None:
         self.cluster = cluster
         self.reply_to = reply_to
         self.ref = ref
@@ -68,12 +69,14 @@ class RemotePending(Pending):
         self.timer: Optional[asyncio.TimerHandle] = None
         #: Wall clock.
         self.deadline = deadline
+        #: [app, session id, seq] of the SEND, when the sender's node said.
+        self.origin = origin
 
     def _report(self, code: int) -> None:
-        self.cluster.send_result(self.reply_to, self.ref, code)
+        self.cluster.send_result(self.reply_to, self.ref, code, self.origin)
 
     def reply_to_journal(self, timeout: float) -> List[Any]:
-        return ["n", self.reply_to, self.ref, self.deadline]
+        return ["n", self.reply_to, self.ref, self.deadline, self.origin]
 
 
 class ClusterInbox:
@@ -100,13 +103,24 @@ class ClusterInbox:
         _inv_gen: int
         _sub_ok: bool
         _remote_members: Dict[Tuple[str, str], Dict[str, str]]
+        _redirects: Dict[Tuple[str, str], Deque[Tuple[Any, ...]]]
+        _in_transit: Set[Tuple[str, str]]
+        _routing: Set[asyncio.Task[None]]
+        _arriving: Dict[Tuple[str, str], List[Tuple[Any, ...]]]
+        limits: Limits
+
+        def _room_in_transit(self, app_id: str, room_id: str, sender: str,
+                             payload: p.Payload, origin: str) -> None: ...
+        def _on_room_one(self, app_id: str, room_id: str, sender: str, payload: p.Payload,
+                         uid: str) -> None: ...
 
         def _failed(self, what: str, exc: BaseException) -> None: ...
         def _invalidate_all(self) -> None: ...
         async def locate(self, app_id: str, uid: str, fresh: bool = False) -> Optional[str]: ...
         def _kick(self, app: AppState, uid: str, session_id: str) -> None: ...
         def _result(self, ref: int, code: int) -> None: ...
-        def send_result(self, node: str, ref: int, code: int) -> None: ...
+        def send_result(self, node: str, ref: int, code: int,
+                        origin: Optional[List[Any]] = None) -> None: ...
         _jdirty: Dict[Session, None]
 
         def _take_journal(self) -> List[Snapshot]: ...
@@ -225,7 +239,9 @@ class ClusterInbox:
         elif kind == rs.PEER:
             self._on_peer(*f)
         elif kind == rs.ROOM_MSG:
-            self._on_room_message(*f)
+            self._on_room_message(f[0], f[1], f[2], f[3], origin)
+        elif kind == rs.ROOM_ONE:
+            self._on_room_one(*f)
         elif kind == rs.JOINED:
             self._on_joined(*f)
         elif kind == rs.LEFT:
@@ -269,22 +285,28 @@ class ClusterInbox:
         task.add_done_callback(self._spawned.discard)
 
     def _on_peer(self, app_id: str, sender: str, to: str, reliable: bool, payload: p.Payload,
-                 ref: Optional[int], deadline: float, hops: int, reply_to: str) -> None:
+                 ref: Optional[int], deadline: float, hops: int, reply_to: str,
+                 origin: Optional[List[Any]] = None) -> None:
         app = self.hub.apps.get(app_id)
         s = app.sessions.get(to) if app is not None else None
         if app is None or s is None or s.closing:
+            held = self._arriving.get((app_id, to))
+            if held is not None:  # being taken over here: delivered once it is
+                held.append(("p", app_id, sender, to, reliable, payload, ref, deadline, hops,
+                             reply_to, origin))
+                return
             if app is not None and hops == 0:
-                self._spawn(self._redirect(app_id, sender, to, reliable, payload, ref, deadline,
-                                           reply_to))
+                self._redirect(app_id, sender, to, reliable, payload, ref, deadline, reply_to,
+                               origin)
             elif ref is not None:
-                self.send_result(reply_to, ref, UserMessageSendResult.NO_RECEIVER)
+                self.send_result(reply_to, ref, UserMessageSendResult.NO_RECEIVER, origin)
             return
         sessions = app.sessions
 
         def job(r: Session) -> None:
             if sessions.get(to) is not r:
                 if ref is not None:
-                    self.send_result(reply_to, ref, UserMessageSendResult.NO_RECEIVER)
+                    self.send_result(reply_to, ref, UserMessageSendResult.NO_RECEIVER, origin)
                 return
             try:
                 if not reliable:
@@ -298,13 +320,13 @@ class ClusterInbox:
                     return
                 left = deadline - time.time()
                 if left <= 0:
-                    self.send_result(reply_to, ref, UserMessageSendResult.TIMEOUT)
+                    self.send_result(reply_to, ref, UserMessageSendResult.TIMEOUT, origin)
                     return
-                pending = RemotePending(self, reply_to, ref, r, deadline)
+                pending = RemotePending(self, reply_to, ref, r, deadline, origin)
                 _, frame = r.conn.deliver(p.DeliverKind.PEER, sender, None, payload, tag=pending)
             except LocalProtocolError:
                 if ref is not None:
-                    self.send_result(reply_to, ref, UserMessageSendResult.NO_RECEIVER)
+                    self.send_result(reply_to, ref, UserMessageSendResult.NO_RECEIVER, origin)
                 return
             pending.timer = asyncio.get_running_loop().call_later(
                 left, pending.resolve, UserMessageSendResult.TIMEOUT)
@@ -312,27 +334,76 @@ class ClusterInbox:
 
         self._to_session(s, job)
 
-    async def _redirect(self, app_id: str, sender: str, to: str, reliable: bool,
-                        payload: p.Payload, ref: Optional[int], deadline: float,
-                        reply_to: str) -> None:
-        """The receiver is not here (any more): send it on to where it is now, once."""
+    def _redirect(self, app_id: str, sender: str, to: str, reliable: bool, payload: p.Payload,
+                  ref: Optional[int], deadline: float, reply_to: str,
+                  origin: Optional[List[Any]]) -> None:
+        """The receiver is not here (any more): send it on to where it is now, once. Messages
+        for one receiver are sent on one after the other, in the order they came."""
+        self._forward(app_id, to, ("p", sender, reliable, payload, ref, deadline, reply_to,
+                                   origin))
+
+    def _forward(self, app_id: str, to: str, entry: Tuple[Any, ...]) -> None:
+        """Send ``entry`` (a peer message, "p", or a room message, "m") on to where ``to`` is
+        now, after everything forwarded for ``to`` before."""
+        key = (app_id, to)
+        lane = self._redirects.get(key)
+        if lane is not None:
+            lane.append(entry)
+            return
+        self._redirects[key] = deque([entry])
+        task = asyncio.get_running_loop().create_task(self._redirect_lane(key))
+        self._routing.add(task)  # a node leaving waits for these (ClusterResume.settle_results)
+        task.add_done_callback(self._routing.discard)
+
+    async def _redirect_lane(self, key: Tuple[str, str]) -> None:
+        app_id, to = key
+        lane = self._redirects[key]
         try:
-            node = await self.locate(app_id, to, fresh=True)
-        except (RedisError, OSError) as exc:
-            self._failed("locate", exc)
-            node = None
-        if node is not None and node != self.node:
-            self.metrics.redirects += 1
-            self._send(node, rs.PEER, app_id, sender, to, reliable, payload, ref, deadline, 1,
-                       reply_to)
-        elif ref is not None:
-            self.send_result(reply_to, ref, UserMessageSendResult.NO_RECEIVER)
+            while lane:
+                node = await self._where_now(app_id, to)
+                while lane:  # all that is queued now goes where it is now
+                    entry = lane.popleft()
+                    if entry[0] == "m":  # a room message: (m, room, sender, payload, origin)
+                        if node is not None and node != entry[4]:  # (that node has it)
+                            self._send(node, rs.ROOM_ONE, app_id, entry[1], entry[2],
+                                       entry[3], to)
+                        continue
+                    _, sender, reliable, payload, ref, deadline, reply_to, origin = entry
+                    if node is not None:
+                        self.metrics.redirects += 1
+                        self._send(node, rs.PEER, app_id, sender, to, reliable, payload, ref,
+                                   deadline, 1, reply_to, origin)
+                    elif ref is not None:
+                        self.send_result(reply_to, ref, UserMessageSendResult.NO_RECEIVER,
+                                         origin)
+        finally:
+            if self._redirects.get(key) is lane:
+                del self._redirects[key]
+
+    async def _where_now(self, app_id: str, uid: str) -> Optional[str]:
+        """The other node ``uid`` is on now (None: nowhere else). A session of ``uid`` that
+        was just handed over from this node (cluster resume) is waited for, briefly, until
+        the node that takes it over has it."""
+        give_up = time.monotonic() + self.limits.node_timeout + 1.0
+        while True:
+            try:
+                node = await self.locate(app_id, uid, fresh=True)
+            except (RedisError, OSError) as exc:
+                self._failed("locate", exc)
+                return None
+            if node is not None and node != self.node:
+                return node
+            if (app_id, uid) not in self._in_transit or time.monotonic() > give_up:
+                return None
+            await asyncio.sleep(RETRY_DELAY)  # another node is taking it over: poll Redis
 
     def _rooms(self, app_id: str) -> Optional[Rooms]:
         app = self.hub.apps.get(app_id)
         return app.rooms if app is not None else None
 
-    def _on_room_message(self, app_id: str, room_id: str, sender: str, payload: p.Payload) -> None:
+    def _on_room_message(self, app_id: str, room_id: str, sender: str, payload: p.Payload,
+                         origin: str = "") -> None:
+        self._room_in_transit(app_id, room_id, sender, payload, origin)
         rooms = self._rooms(app_id)
         room = rooms.rooms.get(room_id) if rooms is not None else None
         if room is None:
@@ -340,8 +411,9 @@ class ClusterInbox:
         tail = p.encode_deliver_tail(p.DeliverKind.ROOM, sender, room_id, payload)
 
         def job(r: Session) -> None:
-            if room_id not in r.rooms:
-                return
+            if room_id not in r.rooms or r.closing or (r.journal is not None
+                                                        and r.journal.release_to is not None):
+                return  # (moving to another node: sent on by _room_in_transit)
             try:
                 _, frame = r.conn.deliver_tail(tail)
             except LocalProtocolError:

@@ -51,9 +51,12 @@ class ClusterMessages:
         _redis: Any
         _dead: Set[str]
         _refs: Iterator[int]
-        _pending: Dict[int, Tuple[Session, int, asyncio.TimerHandle, str]]
+        _pending: Dict[int, Tuple[Session, int, asyncio.TimerHandle, str, Optional[str]]]
+        _flights: Dict[Tuple[Session, str], List[Any]]
+        _fences: Dict[Tuple[Session, str], asyncio.Event]
         _outstanding: Counter[Session]
         _waiters: Dict[Session, asyncio.Event]
+        _pending_drained: Optional[asyncio.Event]
         _remote_members: Dict[Tuple[str, str], Dict[str, str]]
 
         def _failed(self, what: str, exc: BaseException) -> None: ...
@@ -63,6 +66,16 @@ class ClusterMessages:
         def _send(self, node: str, kind: str, *fields: Any) -> None: ...
         async def _wait_room(self) -> None: ...
         async def written(self, timeout: float) -> bool: ...
+        _arriving: Dict[Tuple[str, str], List[Tuple[Any, ...]]]
+        resume: bool
+
+        def _room_in_transit(self, app_id: str, room_id: str, sender: str,
+                             payload: p.Payload, origin: str) -> None: ...
+        def _hold_for_arriving(self, app_id: str, room_id: str, sender: str,
+                               payload: p.Payload) -> None: ...
+
+        def _on_peer(self, *args: Any) -> None: ...
+        def route_reply(self, reply: List[Any], code: int) -> None: ...
 
     # ------------------------------------------------------------------ peer messages
     async def send_peer(self, sender: Session, seq: int, target: str, config: int,
@@ -74,8 +87,10 @@ class ClusterMessages:
         except (RedisError, OSError) as exc:
             self._failed("locate", exc)
             return UserMessageSendResult.TIMEOUT
-        if node is None or node == self.node:
+        arriving = node == self.node and (app_id, target) in self._arriving
+        if node is None or (node == self.node and not arriving):
             return UserMessageSendResult.NO_RECEIVER
+        # (arriving: being taken over here; sent as if from another node, held until it is)
         await self._wait_room()
         if sender.closing or sender.uid is None:
             return None
@@ -91,24 +106,61 @@ class ClusterMessages:
             ev = self._waiters.setdefault(sender, asyncio.Event())
             ev.clear()
             await ev.wait()
+        await self.fence(sender, target, node)
         if sender.closing:
             return None
         ref = next(self._refs)
         timeout = self.limits.message_timeout
         timer = asyncio.get_running_loop().call_later(timeout + RESULT_GRACE, self._result, ref,
                                                       int(UserMessageSendResult.TIMEOUT))
-        self._pending[ref] = (sender, seq, timer, node)
+        self._pending[ref] = (sender, seq, timer, node, target)
         self._outstanding[sender] += 1
-        self._send(node, rs.PEER, app_id, sender.uid, target, True, payload, ref,
-                   time.time() + timeout, 0, self.node)
+        flight = self._flights.get((sender, target))
+        if flight is None:
+            self._flights[(sender, target)] = [node, 1]
+        else:
+            flight[1] += 1
+        # with its sender's session and seq: a result can find the session if it moves
+        fields = (app_id, sender.uid, target, True, payload, ref, time.time() + timeout, 0,
+                  self.node, [app_id, sender.session_id, seq])
+        if node == self.node:
+            self._on_peer(*fields)
+        else:
+            self._send(node, rs.PEER, *fields)
         return None
+
+    async def fence(self, sender: Session, target: str, node: str) -> None:
+        """Keep one sender's reliable messages to one uid in order when the uid moves to
+        another node (cluster resume, or a login there): while messages sent to where it was
+        are unresolved (they may still reach it, redirected, later than a message sent now),
+        a message to ``node`` waits for them."""
+        key = (sender, target)
+        while not sender.closing:
+            flight = self._flights.get(key)
+            if flight is None or flight[0] == node:
+                return
+            ev = self._fences.get(key)
+            if ev is None:
+                ev = self._fences[key] = asyncio.Event()
+            await ev.wait()
 
     def _result(self, ref: int, code: int) -> None:
         entry = self._pending.pop(ref, None)
         if entry is None:
             return
-        sender, seq, timer, _ = entry
+        sender, seq, timer, _, target = entry
         timer.cancel()
+        key = (sender, target or "")
+        flight = self._flights.get(key) if target is not None else None
+        if flight is not None:
+            flight[1] -= 1
+            if flight[1] <= 0:
+                del self._flights[key]
+                ev = self._fences.pop(key, None)
+                if ev is not None:
+                    ev.set()
+        if not self._pending and self._pending_drained is not None:
+            self._pending_drained.set()
         n = self._outstanding[sender] - 1
         if n <= 0:
             del self._outstanding[sender]
@@ -119,9 +171,15 @@ class ClusterMessages:
             waiter.set()
         sender.post_result(code, seq)
 
-    def send_result(self, node: str, ref: int, code: int) -> None:
+    def send_result(self, node: str, ref: int, code: int,
+                    origin: Optional[List[Any]] = None) -> None:
+        """The result of a reliable message from ``node`` (its reference ``ref``); when that
+        node is dead and ``origin`` says which session sent it, to that session instead,
+        wherever it is now (cluster resume)."""
         if node == self.node:
             self._result(ref, code)
+        elif origin is not None and node in self._dead and origin[1]:
+            self.route_reply(["s", *origin], code)
         else:
             self._send(node, rs.RESULT, ref, int(code))
 
@@ -202,6 +260,9 @@ class ClusterMessages:
         Returns once those entries are in Redis (the sender's 200 must not come before: were
         this node to die first, they would be lost); False if Redis did not take them within
         ``message_timeout``."""
+        if self.resume:  # members moving from or to this node (cluster resume)
+            self._room_in_transit(app_id, room_id, sender_uid, payload, self.node)
+            self._hold_for_arriving(app_id, room_id, sender_uid, payload)
         nodes = set(self._remote_members.get((app_id, room_id), {}).values())
         if not nodes:
             return True

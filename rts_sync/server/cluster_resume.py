@@ -24,21 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-import cbor2
 from redis.exceptions import RedisError
 
 from .. import protocol as p
-from ..enums import UserMessageSendResult
+from ..errors import LocalProtocolError
 from . import redis_store as rs
-from .journal import JournaledConnection, RestoredPending, SessionJournal, Snapshot
-from .session import CIDS, Session
+from .journal import JournaledConnection, SessionJournal, Snapshot
+from .session import Session
 
 if TYPE_CHECKING:
     from .config import Limits
-    from .hub import AppState, Hub
+    from .hub import Hub
 
 __all__ = ["ClusterResume"]
 
@@ -54,6 +52,9 @@ class ClusterResume:
     if TYPE_CHECKING:
         hub: Hub
         limits: Limits
+        _pending: Dict[int, Tuple[Session, int, asyncio.TimerHandle, str, Optional[str]]]
+        _flights: Dict[Tuple[Session, str], List[Any]]
+        _fences: Dict[Tuple[Session, str], asyncio.Event]
         node: str
         healthy: bool
         _redis: Any
@@ -61,13 +62,18 @@ class ClusterResume:
         _dead: Set[str]
         _where: Dict[Tuple[str, str], str]
         _remote_members: Dict[Tuple[str, str], Dict[str, str]]
+        _in_transit: Set[Tuple[str, str]]
 
         def _failed(self, what: str, exc: BaseException) -> None: ...
         def _send(self, node: str, kind: str, *fields: Any) -> None: ...
         def _spawn(self, coro: Any) -> None: ...
-        def send_result(self, node: str, ref: int, code: int) -> None: ...
+        def send_result(self, node: str, ref: int, code: int,
+                        origin: Optional[List[Any]] = None) -> None: ...
         def _notify_room(self, app_id: str, room_id: str, kind: int, args: List[Any],
                          skip: str = "") -> None: ...
+        def _on_peer(self, *args: Any) -> None: ...
+        def _forward(self, app_id: str, to: str, entry: Tuple[Any, ...]) -> None: ...
+        def _to_session(self, s: Session, job: Any) -> None: ...
 
     def _init_resume(self) -> None:
         #: Cluster resume is on (``--limit cluster_resume=1``).
@@ -77,6 +83,20 @@ class ClusterResume:
         #: Takeovers waiting for a node to hand a session over: session id -> (node, future).
         self._release_waiters: Dict[str, Tuple[str, asyncio.Future[bool]]] = {}
         self._taking: Dict[str, asyncio.Future[None]] = {}
+        #: Uids being taken over here: messages for them, held until they are.
+        self._arriving: Dict[Tuple[str, str], List[Tuple[Any, ...]]] = {}
+        #: Rooms of those uids whose room messages from here are held for them too.
+        self._arriving_rooms: Dict[Tuple[str, str], Set[str]] = {}
+        #: Room members whose sessions are leaving this node: (app, room) -> {uid: node
+        #: taking it, or "" not known yet}; room messages for them are sent on.
+        self._transit_rooms: Dict[Tuple[str, str], Dict[str, str]] = {}
+        #: Shutting down: the sessions being handed over, and set once none is left.
+        self._handing_over: Set[Session] = set()
+        self._all_handed_over: Optional[asyncio.Event] = None
+        #: Results and messages being sent on to sessions that moved (waited for when leaving).
+        self._routing: Set[asyncio.Task[None]] = set()
+        #: Shutting down: set once no reliable message of this node waits for its result.
+        self._pending_drained: Optional[asyncio.Event] = None
 
     # ------------------------------------------------------------------ writing
     def journal_dirty(self, session: Session) -> None:
@@ -99,9 +119,16 @@ class ClusterResume:
             s = next(iter(self._jdirty))
             del self._jdirty[s]
             j = s.journal
-            if j is None or s.closing:
+            if j is None or j.moved or (s.closing and j.held is None):
                 continue  # a closed session's keys are deleted (Cluster.logged_out)
+            app = self.hub.apps.get(s.app_id or "")
+            if app is None or app.by_session_id.get(s.session_id or "") is not s:
+                continue  # ended while it was being handed over (a login elsewhere)
             j.queued = False
+            if j.release_to is not None and not j.busy:
+                j.freeze()  # (when busy: written as usual, frozen once the frame is handled)
+                # messages for it that come now wait for the node taking it over
+                self._in_transit.add((app.app_id, s.uid or ""))
             snaps.append(Snapshot(j, timeout))
         return snaps
 
@@ -111,8 +138,10 @@ class ClusterResume:
         ns = rs.node_sessions_key(self.node)
         for snap in snaps:
             sid = snap.journal.session.session_id or ""
+            # a released session stays resumable for the resume window, unless taken over
+            ttl = int(self.limits.resume_window * 1000) if snap.release else rs.SESSION_TTL_MS
             await self._jscript(keys=[rs.session_key(sid), rs.session_stream_key(sid), ns],
-                                args=snap.args(self.node, rs.SESSION_TTL_MS), client=pipe)
+                                args=snap.args(self.node, max(ttl, 1000)), client=pipe)
 
     def _journal_done(self, snaps: List[Snapshot], results: List[Any]) -> None:
         """The batch is in Redis: release the sessions' frames (or deal with the refusals)."""
@@ -149,19 +178,75 @@ class ClusterResume:
             if s is not None and s.journal is not None and not s.closing:
                 log.info("connection %d (uid %s): handing the session over to node %s",
                          s.cid, s.uid, requester)
-                s.journal.release_to = requester
+                self._releasing(s, requester)
                 s.abort()  # its client is resuming elsewhere: this connection is stale
-                s.journal.changed()
                 return
         self._send(requester, rs.RELEASED, sid)
+
+    def _releasing(self, s: Session, to: str) -> None:
+        """Start handing ``s`` over to node ``to`` ("": the one its client comes back to).
+        Its room messages go there from now on (the taker holds its own for it)."""
+        j = s.journal
+        assert j is not None
+        j.release_to = to
+        j.changed()
+        for room_id in s.rooms:
+            self._transit_rooms.setdefault((s.app_id or "", room_id), {})[s.uid or ""] = to
+
+    def _room_in_transit(self, app_id: str, room_id: str, sender: str, payload: p.Payload,
+                         origin: str) -> None:
+        """A room message from ``origin`` reached this node: send it on to the room's members
+        whose sessions are leaving (except to a taker it came from: that one holds its own)."""
+        moving = self._transit_rooms.get((app_id, room_id))
+        if not moving:
+            return
+        for uid, to in list(moving.items()):
+            if uid == sender:
+                continue
+            if to:
+                if origin != to:
+                    self._send(to, rs.ROOM_ONE, app_id, room_id, sender, payload, uid)
+            else:  # where it goes is not known yet: after the taker has it
+                self._forward(app_id, uid, ("m", room_id, sender, payload, ""))
+
+    def _hold_for_arriving(self, app_id: str, room_id: str, sender: str,
+                           payload: p.Payload) -> None:
+        """A room message from here, for members being taken over here (see _take_over)."""
+        for uid in self._arriving_rooms.get((app_id, room_id), ()):
+            held = self._arriving.get((app_id, uid))
+            if held is not None and uid != sender:
+                held.append(("m", room_id, sender, payload))
+
+    def _on_room_one(self, app_id: str, room_id: str, sender: str, payload: p.Payload,
+                     uid: str) -> None:
+        """A room message for one member that moved here (or is being taken over here)."""
+        held = self._arriving.get((app_id, uid))
+        if held is not None:
+            held.append(("m", room_id, sender, payload))
+            return
+        app = self.hub.apps.get(app_id)
+        s = app.sessions.get(uid) if app is not None else None
+        if s is None or room_id not in s.rooms or s.closing:
+            return
+        tail = p.encode_deliver_tail(p.DeliverKind.ROOM, sender, room_id, payload)
+
+        def job(r: Session) -> None:
+            if room_id in r.rooms and not r.closing:
+                try:
+                    _, frame = r.conn.deliver_tail(tail)
+                except LocalProtocolError:
+                    return
+                r.push(frame)
+
+        self._to_session(s, job)
 
     def _handed_over(self, s: Session, upto: int, notify: bool = True) -> None:
         """The session is in Redis, marked released (or another node took it): stop serving it
         here, without any of the effects of its end."""
         j = s.journal
         assert j is not None
+        j.freeze()
         to = j.release_to
-        j.moved = True
         app = self.hub.apps.get(s.app_id or "")
         uid = s.uid or ""
         if app is not None:
@@ -171,15 +256,89 @@ class ClusterResume:
                 del app.by_session_id[s.session_id or ""]
             for room_id in list(s.rooms):
                 app.rooms.drop(s, room_id)
-                key = (app.app_id, room_id)
-                if room_id in app.rooms.rooms and to:  # local members still send it messages
-                    self._remote_members.setdefault(key, {})[uid] = to
-                elif room_id not in app.rooms.rooms:
-                    self._remote_members.pop(key, None)
+                if room_id not in app.rooms.rooms:
+                    self._remote_members.pop((app.app_id, room_id), None)
             self._where.pop((app.app_id, uid), None)
         s.retire(upto)
+        j.handed_over()
+        if app is not None:  # messages still coming here for it go on to the taker, a while
+            key = (app.app_id, uid)
+            self._in_transit.add(key)
+            asyncio.get_running_loop().call_later(
+                self.limits.node_timeout + 2.0, self._transit_over, key)
+        waiting = self._handing_over
+        if s in waiting:
+            waiting.discard(s)
+            if not waiting and self._all_handed_over is not None:
+                self._all_handed_over.set()
         if notify and to:
             self._send(to, rs.RELEASED, s.session_id or "")
+
+    def _transit_over(self, key: Tuple[str, str]) -> None:
+        """Long enough after a hand-over: messages for the uid are no longer sent on (the
+        other nodes know where it is)."""
+        self._in_transit.discard(key)
+        app_id, uid = key
+        for room_key in [k for k, v in self._transit_rooms.items()
+                         if k[0] == app_id and uid in v]:
+            moving = self._transit_rooms[room_key]
+            del moving[uid]
+            if not moving:
+                del self._transit_rooms[room_key]
+
+    def _unfence(self, node: str) -> None:
+        """``node`` died: messages sent there are either lost with it or journaled (sent again,
+        in their order, before anything newer, by the node taking the receiver over), so
+        newer messages to the same receivers need not wait for their results any more. The
+        results themselves may still come (from that node): they keep their timers."""
+        for ref, e in list(self._pending.items()):
+            if e[3] == node and e[4] is not None:
+                self._pending[ref] = (e[0], e[1], e[2], e[3], None)
+                key = (e[0], e[4])
+                flight = self._flights.get(key)
+                if flight is not None and flight[0] == node:
+                    del self._flights[key]
+                    ev = self._fences.pop(key, None)
+                    if ev is not None:
+                        ev.set()
+
+    async def hand_over_all(self, timeout: float) -> int:
+        """Shutting down: release every journaled session (written to Redis, marked released,
+        its connection dropped), so that its client resumes it on another node at once
+        instead of logging in again. Returns how many were handed over within ``timeout``;
+        the others are closed as usual afterwards."""
+        if not self.resume or not self.healthy:
+            return 0
+        sessions = [s for app in self.hub.apps.values() for s in app.sessions.values()
+                    if s.journal is not None and not s.closing]
+        self._handing_over = set(sessions)
+        self._all_handed_over = asyncio.Event()
+        for s in sessions:
+            self._releasing(s, "")  # to whichever node the client comes back through
+        if sessions:
+            try:
+                await asyncio.wait_for(self._all_handed_over.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        moved = sum(1 for s in sessions if s.journal is not None and s.journal.moved)
+        log.info("handed %d of %d sessions over for a resume on another node", moved,
+                 len(sessions))
+        return moved
+
+    async def settle_results(self, timeout: float) -> None:
+        """Shutting down after a hand-over: the results of messages the moved sessions sent
+        from here, and messages for them, still come here; keep passing them on (bounded)
+        before leaving."""
+        if not self.resume:
+            return
+        if self._pending:
+            self._pending_drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._pending_drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.info("leaving with %d results not come back", len(self._pending))
+        if self._routing:
+            await asyncio.wait(set(self._routing), timeout=timeout)
 
     def _on_released(self, sid: str) -> None:
         waiter = self._release_waiters.get(sid)
@@ -192,165 +351,13 @@ class ClusterResume:
             if node in nodes and not fut.done():
                 fut.set_result(True)
 
-    # ------------------------------------------------------------------ taking over
-    async def take_over(self, app: AppState, sid: str, client_seq: Any) -> None:
-        """A HELLO here asks to resume ``sid``, which is not on this node: if another node
-        serves (or served) it, take it over, so that the resume finds it here. Returns without
-        it when it cannot be had (the resume is then refused as expired)."""
-        if not self.resume or not self.healthy or not isinstance(client_seq, int):
-            return
-        busy = self._taking.get(sid)
-        if busy is not None:
-            await asyncio.shield(busy)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._taking[sid] = fut
-        try:
-            await self._take_over(app, sid, client_seq)
-        except (RedisError, OSError) as exc:
-            self._failed("takeover", exc)
-        except Exception:
-            log.exception("taking over session failed")
-        finally:
-            del self._taking[sid]
-            fut.set_result(None)
-
-    async def _wait_released(self, sid: str, node: str) -> bool:
-        """Ask ``node`` to hand ``sid`` over; True once it did or is known dead."""
-        if node in self._dead or not await self._redis.exists(rs.node_key(node)):
-            return True
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._release_waiters[sid] = (node, fut)
-        self._send(node, rs.RELEASE, sid, self.node)
-        bound = self.limits.node_timeout + 2 * self.limits.node_heartbeat + 1.0
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), bound)
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            self._release_waiters.pop(sid, None)
-
-    async def _take_over(self, app: AppState, sid: str, client_seq: int) -> None:
-        r = self._redis
-        raw = await r.hgetall(rs.session_key(sid))
-        if not raw or b"meta" not in raw:
-            return
-        meta = cbor2.loads(raw[b"meta"])
-        if meta[0] != app.app_id:
-            return
-        node = rs.text(raw.get(b"node", b""))
-        if node == self.node:
-            return
-        if node and not await self._wait_released(sid, node):
-            log.info("session %s...: node %s neither handed it over nor died in time", sid[:6],
-                     node)
-            return
-        uid = meta[1]
-        res = await r.eval(rs.TAKEOVER_SCRIPT, 6, rs.session_key(sid),
-                           rs.presence_key(app.app_id, uid), rs.node_users_key(self.node),
-                           rs.node_sessions_key(self.node), rs.node_sessions_key(node or self.node),
-                           rs.session_stream_key(sid), self.node, node, sid,
-                           "%s %s" % (app.app_id, uid), rs.SESSION_TTL_MS)
-        if int(res[0]) == 3:
-            app.kicked[sid] = time.monotonic() + self.limits.resume_window + 60
-            return
-        if int(res[0]) != 1:
-            return
-        h = {rs.text(res[1][i]): res[1][i + 1] for i in range(0, len(res[1]) - 1, 2)}
-        in_seq, out_seq = int(h["in"]), int(h["out"])
-        meta = cbor2.loads(h["meta"])
-        if client_seq > out_seq:  # the client has frames this state has not: cannot be
-            log.warning("session %s...: client at seq %d, journal only at %d: not resumed",
-                        sid[:6], client_seq, out_seq)
-            await r.eval(rs.CLOSE_SESSION_SCRIPT, 3, rs.session_key(sid),
-                         rs.session_stream_key(sid), rs.node_sessions_key(self.node),
-                         self.node, sid)
-            return
-        entries = await r.xrange(rs.session_stream_key(sid))
-        s = self._restore(app, sid, meta, in_seq, out_seq, entries)
-        await r.publish(rs.INV_CHANNEL, "%s %s" % (app.app_id, uid))
-        for room_id in meta[4]:
-            await self._move_member(s, app, room_id, node)
-        log.info("session of %s taken over from node %s (%d frames to send again)", uid,
-                 node or "(released)", len(entries))
-
-    def _restore(self, app: AppState, sid: str, meta: List[Any], in_seq: int, out_seq: int,
-                 entries: List[Any]) -> Session:
-        """A detached local Session with the journaled state, registered here."""
-        _, uid, business_id, params, _ = meta
-        hub = self.hub
-        s = Session(next(CIDS), None, None, self.limits, hub.metrics, "", hub.on_session_closed,
-                    journaled=True)
-        s.app_id, s.uid, s.session_id = app.app_id, uid, sid
-        s.business_id = business_id
-        s.server_params = (params[0], params[1]) if params else None
-        loop = asyncio.get_running_loop()
-        kept: List[Tuple[int, bytes, Any]] = []
-        tags: List[RestoredPending] = []
-        for eid, fields in entries:
-            data, reply = cbor2.loads(fields[b"d"])
-            tag = RestoredPending(self, reply, s) if reply else None
-            if tag is not None:
-                tags.append(tag)
-            kept.append((int(rs.text(eid).partition("-")[0]), data, tag))
-        conn = s.conn
-        assert isinstance(conn, JournaledConnection)
-        conn.restore(in_seq, out_seq, kept)
-        conn.new = []
-        j = s.journal = SessionJournal(s, self)
-        j.checkpoint = j.meta_dirty = False
-        j.durable_in = in_seq
-        now = time.time()
-        for tag in tags:
-            s._inflight += 1
-            left = float(tag.reply[-1]) - now
-            if left <= 0:
-                tag.resolve(UserMessageSendResult.TIMEOUT)
-            else:
-                tag.timer = loop.call_later(left, tag.resolve, UserMessageSendResult.TIMEOUT)
-        old = app.sessions.get(uid)
-        if old is not None and old is not s and not old.closing:
-            old.close(p.CloseCode.DUPLICATE_LOGIN, "replaced by a resumed session")
-        app.sessions[uid] = s
-        app.by_session_id[sid] = s
-        s.detach()
-        return s
-
-    async def _move_member(self, s: Session, app: AppState, room_id: str, old: str) -> None:
-        uid = s.uid or ""
-        membership = "%s %s %s" % (app.app_id, room_id, uid)
-        res = await self._redis.eval(rs.MOVE_SCRIPT, 3, rs.room_key(app.app_id, room_id),
-                                     rs.node_rooms_key(self.node),
-                                     rs.node_rooms_key(old or self.node), uid, self.node,
-                                     membership)
-        prev = rs.text(res[0])
-        members = rs.pairs(res[1])
-        app.rooms.restore(s, room_id)
-        remote = {u: n for u, n in members.items() if n != self.node and u != uid}
-        self._remote_members[(app.app_id, room_id)] = remote
-        for n in set(remote.values()):
-            self._send(n, rs.MOVED, app.app_id, room_id, uid, self.node, prev)
-        if not prev:  # it had been reaped meanwhile: the others saw it leave
-            self._notify_room(app.app_id, room_id, p.NoticeKind.USER_JOINED, [room_id, uid, 0],
-                              skip=uid)
-
-    def _on_moved(self, app_id: str, room_id: str, uid: str, node: str, prev: str) -> None:
-        """A member of a room with members here moved to ``node`` with its session."""
-        cache = self._remote_members.get((app_id, room_id))
-        if cache is None:
-            return
-        before = cache.get(uid)
-        cache[uid] = node
-        if before is None and not prev:
-            self._notify_room(app_id, room_id, p.NoticeKind.USER_JOINED, [room_id, uid, 0],
-                              skip=uid)
-
     # ------------------------------------------------------------------ results
     def route_reply(self, reply: List[Any], code: int) -> None:
         """The result of a delivery taken over (or of a SEND of a session that moved): to the
         node waiting for it, or to the sender's session wherever it is now."""
-        if reply[0] == "n":
-            self.send_result(str(reply[1]), int(reply[2]), int(code))
+        if reply[0] == "n":  # ["n", node, ref, deadline, origin or None]
+            origin = reply[4] if len(reply) > 4 else None
+            self.send_result(str(reply[1]), int(reply[2]), int(code), origin)
             return
         app_id, sid, seq = str(reply[1]), str(reply[2]), int(reply[3])
         app = self.hub.apps.get(app_id)
@@ -358,16 +365,26 @@ class ClusterResume:
         if s is not None:
             s.post_result(code, seq)
         else:
-            self._spawn(self._route_to_session(app_id, sid, seq, int(code)))
+            task = asyncio.get_running_loop().create_task(
+                self._route_to_session(app_id, sid, seq, int(code)))
+            self._routing.add(task)
+            task.add_done_callback(self._routing.discard)
 
     async def _route_to_session(self, app_id: str, sid: str, seq: int, code: int) -> None:
         try:
-            node = await self._redis.hget(rs.session_key(sid), "node")
+            node = await self._redis.eval(rs.ROUTE_SCRIPT, 2, rs.session_key(sid),
+                                          rs.owed_key(sid), seq, code,
+                                          int(max(self.limits.resume_window, 1.0) * 1000))
         except (RedisError, OSError) as exc:
             self._failed("result routing", exc)
             return
-        where = rs.text(node) if node is not None else ""
-        if where and where != self.node:
+        where = rs.text(node)
+        if where == self.node:  # being taken over here right now
+            busy = self._taking.get(sid)
+            if busy is not None:
+                await asyncio.shield(busy)
+            self._on_session_result(app_id, sid, seq, code)
+        elif where and where != "*":
             self._send(where, rs.SESSION_RESULT, app_id, sid, seq, code)
 
     def _on_session_result(self, app_id: str, sid: str, seq: int, code: int) -> None:

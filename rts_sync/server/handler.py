@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
@@ -20,6 +20,9 @@ from ..errors import RemoteProtocolError
 from .hub import Hub
 from .session import CIDS, CLOSE_TIMEOUT, Session, TokenBucket
 from .ws_guard import guarded_reader
+
+if TYPE_CHECKING:
+    from .journal import SessionJournal
 
 __all__ = ["ConnectionHandler", "serve_connection"]
 
@@ -175,15 +178,17 @@ class ConnectionHandler:
                 s.wake_writer()
             elif isinstance(ev, p.Send):
                 if s.journal is not None:
-                    s.journal.take_in(ev.seq)
-                await self._on_send(ev)
+                    await self._journaled(s.journal, ev.seq, self._on_send(ev))
+                else:
+                    await self._on_send(ev)
                 s.wake_writer()  # the writer sends one cumulative ACK after the batch
             elif isinstance(ev, p.Acked):
                 self.hub.on_acked(s, ev)
             elif isinstance(ev, p.Request):
                 if s.journal is not None:
-                    s.journal.take_in(ev.rid)
-                await self._on_request(ev)
+                    await self._journaled(s.journal, ev.rid, self._on_request(ev))
+                else:
+                    await self._on_request(ev)
             elif isinstance(ev, p.Ping):
                 await s.enqueue(s.conn.pong(ev.token))
             elif isinstance(ev, p.Hello):
@@ -196,6 +201,19 @@ class ConnectionHandler:
             # Pong: nothing to do (the server does not send PINGs yet).
         except RemoteProtocolError as exc:
             self._protocol_error(exc)
+
+    @staticmethod
+    async def _journaled(j: SessionJournal, seq: int, handling: Awaitable[None]) -> None:
+        """Cluster resume: handle client frame ``seq``, noted as taken in first; a hand-over
+        of the session waits until it is handled (so none is left half done)."""
+        j.take_in(seq)
+        j.busy = True
+        try:
+            await handling
+        finally:
+            j.busy = False
+            if j.release_to is not None:
+                j.changed()
 
     def _on_hello(self, ev: p.Hello) -> None:
         s = self.session

@@ -248,6 +248,11 @@ class Hub:
         comes later (a reliable message: on the receiver's ACK or its timeout)."""
         app = self.apps[sender.app_id or ""]
         receiver = app.sessions.get(target) if p.is_valid_id(target) else None
+        cluster = self.cluster
+        if (receiver is not None and cluster is not None and config == _RELIABLE_ORDERED
+                and (sender, target) in cluster._flights):  # it was on another node just now
+            await cluster.fence(sender, target, cluster.node)
+            receiver = app.sessions.get(target)
         if receiver is None:
             if self.cluster is not None and p.is_valid_id(target):
                 return await self.cluster.send_peer(sender, seq, target, config, payload)

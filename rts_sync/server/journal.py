@@ -27,7 +27,7 @@ Threading: nothing here is thread-safe; everything runs on the server's event lo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Protocol, Tuple
 
 import cbor2
 
@@ -35,8 +35,17 @@ from .. import protocol as p
 from .pending import Pending
 
 if TYPE_CHECKING:
-    from .cluster_resume import ClusterResume
     from .session import Session
+
+
+class ResumeNode(Protocol):
+    """What a session's journal needs of its node (the Cluster)."""
+
+    healthy: bool
+
+    def journal_dirty(self, session: Session) -> None: ...
+
+    def route_reply(self, reply: List[Any], code: int) -> None: ...
 
 __all__ = ["JournaledConnection", "RestoredPending", "SessionJournal", "Snapshot", "reply_of"]
 
@@ -85,7 +94,7 @@ class RestoredPending(Pending):
 
     __slots__ = ("cluster", "reply")
 
-    def __init__(self, cluster: ClusterResume, reply: List[Any], receiver: Session) -> None:
+    def __init__(self, cluster: ResumeNode, reply: List[Any], receiver: Session) -> None:
         self.cluster = cluster
         self.reply = reply
         self.receiver = receiver
@@ -115,10 +124,11 @@ class SessionJournal:
     Threading: not thread-safe; owned by the server's event loop.
     """
 
-    __slots__ = ("checkpoint", "cluster", "durable_in", "epoch", "mark", "meta_dirty", "moved",
-                 "pushed", "queued", "release_to", "released", "session", "written")
+    __slots__ = ("busy", "checkpoint", "cluster", "durable_in", "epoch", "held", "mark",
+                 "meta_dirty", "moved", "pushed", "queued", "release_to", "released", "session",
+                 "written")
 
-    def __init__(self, session: Session, cluster: ClusterResume) -> None:
+    def __init__(self, session: Session, cluster: ResumeNode) -> None:
         self.session = session
         self.cluster = cluster
         #: Highest client seq taken in for handling; ``durable_in``: the part in Redis.
@@ -134,10 +144,14 @@ class SessionJournal:
         self.meta_dirty = True
         #: Waiting in the writer's queue.
         self.queued = False
+        #: A client frame is being handled (a hand-over waits for it).
+        self.busy = False
         #: A node asked for this session (a resume there): hand it over after the next write.
         self.release_to: Optional[str] = None
         #: Handed over: results for this session's SENDs are sent on to where it is now.
         self.moved = False
+        #: Results that came while it was being handed over (sent on once it is).
+        self.held: Optional[List[Tuple[int, int]]] = None
 
     def changed(self) -> None:
         """Something must be written (frames, ``in``, meta): queue for the node's writer."""
@@ -158,9 +172,29 @@ class SessionJournal:
         self.epoch += 1
         self.changed()
 
-    def forward_result(self, code: int, seq: int) -> None:
+    def freeze(self) -> None:
+        """The hand-over's write is being taken: the session stops here (no frame is queued
+        or numbered for it any more; results are held), so that write is its last state."""
         s = self.session
-        self.cluster.route_reply(["s", s.app_id, s.session_id, seq, 0.0], code)
+        if s.close_code is None:
+            s.close_code, s.close_reason = int(p.CloseCode.NORMAL), "moving to another node"
+        if self.held is None:
+            self.held = []
+
+    def forward_result(self, code: int, seq: int) -> None:
+        """A result for a session that is moving (held) or moved (sent on); else dropped."""
+        if self.moved:
+            s = self.session
+            self.cluster.route_reply(["s", s.app_id, s.session_id, seq, 0.0], code)
+        elif self.held is not None:
+            self.held.append((code, seq))
+
+    def handed_over(self) -> None:
+        """Moved: the held results go on to where the session is now."""
+        self.moved = True
+        held, self.held = self.held or [], None
+        for code, seq in held:
+            self.forward_result(code, seq)
 
 
 class Snapshot:
@@ -191,7 +225,7 @@ class Snapshot:
         if j.meta_dirty or j.checkpoint:
             params = list(s.server_params) if s.server_params is not None else None
             self.meta = cbor2.dumps([s.app_id, s.uid, s.business_id, params, sorted(s.rooms)])
-        self.release = j.release_to is not None
+        self.release = j.held is not None  # frozen for a hand-over: its last write
         self.upto = j.pushed
         self.epoch = j.epoch
         j.checkpoint = j.meta_dirty = False

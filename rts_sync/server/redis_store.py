@@ -3,7 +3,7 @@
 Every key starts with ``rts:``; ids (app, uid, room) match ``[a-zA-Z0-9_@\\-.]``, so a space
 separates the parts of a value. One Redis instance (or a primary with replicas / Sentinel) is
 shared by all nodes; the scripts build no key names, but several touch keys of different
-slots, so Redis Cluster (sharded) is not supported.
+slots, so Redis Cluster (sharded) is not supported (ROUTE_SCRIPT also reads a node's heartbeat key).
 
 ==============================  =====================================================================
 key                             what
@@ -21,6 +21,7 @@ key                             what
 ``rts:ss:<session>``            hash (cluster resume): ``node``, ``in``, ``out``, ``meta`` of a session
 ``rts:sq:<session>``            stream (cluster resume): frames the session's client has not acknowledged
 ``rts:ns:<node>``               set (cluster resume): ids of the sessions the node serves
+``rts:sr:<session>``            list (cluster resume): ``"<seq> <code>"`` results owed to a session in transit
 ==============================  =====================================================================
 
 Stream entries have one field ``d``: a CBOR array ``[kind, origin node, n, ...]`` where ``n``
@@ -47,6 +48,7 @@ __all__ = [
     "NODES",
     "PRESENCE_CAD",
     "PRESENCE_CAD_NODE",
+    "ROUTE_SCRIPT",
     "TAKEOVER_SCRIPT",
     "decode_entry",
     "encode_entry",
@@ -55,6 +57,7 @@ __all__ = [
     "node_rooms_key",
     "node_sessions_key",
     "node_users_key",
+    "owed_key",
     "pairs",
     "presence_key",
     "reap_key",
@@ -85,6 +88,8 @@ RELEASE = "R"
 RELEASED = "D"
 SESSION_RESULT = "S"
 MOVED = "M"
+#: A room message for one member whose session is moving to the target node.
+ROOM_ONE = "o"
 
 #: Cluster resume: the keys of a live session expire only if nobody writes them for this long
 #: (a node writing to a session whose keys are gone writes them all again).
@@ -133,6 +138,10 @@ def session_stream_key(session_id: str) -> str:
 
 def node_sessions_key(node: str) -> str:
     return "rts:ns:" + node
+
+
+def owed_key(session_id: str) -> str:
+    return "rts:sr:" + session_id
 
 
 #: Delete a presence key only if it still holds ARGV[1] (this node's session).
@@ -203,9 +212,10 @@ return 1
 """
 
 #: Cluster resume, taking a session over: KEYS = [session hash, presence, node users set,
-#: node sessions set, old node's sessions set, session stream]; ARGV = [node, old node,
-#: session id, "<app> <uid>", ttl ms]. Returns {1, hash} done, {0} no such session, {2, node}
-#: another node serves it, {3} its uid logged in again since (the session was replaced).
+#: node sessions set, old node's sessions set, session stream, owed results]; ARGV = [node,
+#: old node, session id, "<app> <uid>", ttl ms]. Returns {1, hash, owed results} done, {0} no
+#: such session, {2, node} another node serves it, {3} its uid logged in again since (the
+#: session was replaced).
 TAKEOVER_SCRIPT = """
 local cur = redis.call('HGET', KEYS[1], 'node')
 if not cur then return {0} end
@@ -222,7 +232,24 @@ redis.call('PEXPIRE', KEYS[6], ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[3])
 redis.call('SREM', KEYS[5], ARGV[3])
-return {1, redis.call('HGETALL', KEYS[1])}
+local owed = redis.call('LRANGE', KEYS[7], 0, -1)
+redis.call('DEL', KEYS[7])
+return {1, redis.call('HGETALL', KEYS[1]), owed}
+"""
+
+#: Cluster resume, the result of a SEND for a session that is not on the routing node: KEYS =
+#: [session hash, owed results list]; ARGV = [seq, code, ttl ms]. Returns the node serving the
+#: session (send it there), '*' when the session is in transit (released, or its node is dead:
+#: the result is kept for whoever takes it over) or '' when the session is gone.
+ROUTE_SCRIPT = """
+local n = redis.call('HGET', KEYS[1], 'node')
+if not n then return '' end
+if n == '' or redis.call('EXISTS', 'rts:node:' .. n) == 0 then
+  redis.call('RPUSH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return '*'
+end
+return n
 """
 
 #: Cluster resume, a room member moving with its session: KEYS = [room hash, node rooms set,

@@ -192,8 +192,9 @@ class Rooms:
         tail = p.encode_deliver_tail(p.DeliverKind.ROOM, sender_uid, room_id, payload)
         n = 0
         for uid, member in list(room.members.items()):
-            if member is sender:
-                continue
+            if member is sender or (member.journal is not None
+                                    and member.journal.release_to is not None):
+                continue  # (moving to another node: the cluster sends it on)
             if not await member.wait_for_room() or room.members.get(uid) is not member:
                 continue
             try:

@@ -218,8 +218,8 @@ class Session(SessionResume):
         """Queue the result of one of this client's SENDs; RESULT frames are coalesced by code.
         A session handed over to another node sends it on to that node."""
         if self.close_code is not None:
-            if self.journal is not None and self.journal.moved:
-                self.journal.forward_result(code, seq)
+            if self.journal is not None:
+                self.journal.forward_result(code, seq)  # if moving or moved
             return
         self._results.setdefault(int(code), []).append(seq)
         self._n_results += 1

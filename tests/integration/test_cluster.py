@@ -440,3 +440,42 @@ def test_stale_pooled_redis_connections_are_retried_after_a_restart() -> None:
             assert run(20) == [None] * 20  # each was dead; each retried once on a new one
     finally:
         redis.stop()
+
+
+def test_stopped_node_hands_its_sessions_over_with_cluster_resume() -> None:
+    """SIGTERM (a rolling restart) with cluster resume: the node writes its sessions to Redis
+    as released before it closes, so their clients resume on another node at once, keeping
+    their session (no re-login), rooms and every message."""
+    redis = RedisServer()
+    nodes = start_nodes(redis.url, 2, {"cluster_resume": 1})
+    e = Engines()
+    try:
+        arec = TimedRecorder()
+        alice, _ = e.login(rotated(nodes, 0), "h-alice", rec=arec)
+        bob, brec = e.login(nodes[1].url, "h-bob")
+        aroom, arr, _ = e.room(alice, "h-room")
+        broom, brr, _ = e.room(bob, "h-room")
+        sent = [("m%d" % i, alice.send_message("h-bob", "m%d" % i)) for i in range(200)]
+        to_alice = [("b%d" % i, bob.send_message("h-alice", "b%d" % i)) for i in range(200)]
+        stopped_at = time.monotonic()
+        nodes[0].stop()
+        sent += [("n%d" % i, alice.send_message("h-bob", "n%d" % i)) for i in range(200)]
+        arec.wait_for(lambda: (S.RECONNECTED, Reason.RESUMED) in arec.of("state"))
+        resumed_in = arec.first(lambda ev: ev[0] == "state" and ev[1][0] == S.RECONNECTED)
+        assert any("handed 1 of 1 sessions over" in line for line in nodes[0].log)
+        outcome = [(m, op.exception(WAIT)) for m, op in sent]
+        back = [(m, op.exception(WAIT)) for m, op in to_alice]
+        # a handed-over session keeps everything: nothing fails, nothing is lost or doubled
+        assert [(m, exc) for m, exc in outcome + back if exc is not None][:3] == []
+        assert [m for _, m in brec.wait_count("msg", 400)] == [m for m, _ in sent]
+        assert [m for _, m in arec.wait_count("msg", 200)] == [m for m, _ in to_alice]
+        assert aroom.send_room_message("still in the room").result(WAIT) == 200
+        brr.wait_for(lambda: ("h-alice", "still in the room") in brr.of("msg"))
+        assert bob.get_peer_online_status("h-alice").result(WAIT) == 1
+        print("resumed %.2f s after the SIGTERM" % (resumed_in - stopped_at))
+    finally:
+        for rts in e.made:
+            rts.destroy()
+        stop_nodes(nodes)
+        redis.stop()
+    assert wait_no_threads() == []
