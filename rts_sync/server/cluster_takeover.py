@@ -168,7 +168,7 @@ class ClusterTakeover:
                          rs.session_stream_key(sid), rs.node_sessions_key(self.node),
                          self.node, sid)
             return
-        entries = await r.xrange(rs.session_stream_key(sid))
+        entries = await r.zrange(rs.session_stream_key(sid), 0, -1, withscores=True)
         try:
             s = self._restore(app, sid, meta, in_seq, out_seq, entries)
         except Exception:  # a journal we cannot read: the client logs in again
@@ -200,12 +200,12 @@ class ClusterTakeover:
         loop = asyncio.get_running_loop()
         kept: List[Tuple[int, bytes, Any]] = []
         tags: List[RestoredPending] = []
-        for eid, fields in entries:
-            data, reply = cbor2.loads(fields[b"d"])
+        for blob, score in entries:  # (member, seq), by seq
+            data, reply = cbor2.loads(blob)
             tag = RestoredPending(self, reply, s) if reply else None
             if tag is not None:
                 tags.append(tag)
-            kept.append((int(rs.text(eid).partition("-")[0]), data, tag))
+            kept.append((int(score), data, tag))
         conn = s.conn
         assert isinstance(conn, JournaledConnection)
         conn.restore(in_seq, out_seq, kept)

@@ -19,7 +19,7 @@ key                             what
 ``rts:reap:<node>``             lock (``SET NX PX``) of the node reaping a dead node
 ``rts:inv`` (pub/sub channel)   ``"<app> <uid>"`` whose presence changed (cache invalidation)
 ``rts:ss:<session>``            hash (cluster resume): ``node``, ``in``, ``out``, ``meta`` of a session
-``rts:sq:<session>``            stream (cluster resume): frames the session's client has not acknowledged
+``rts:sq:<session>``            sorted set (cluster resume): frames its client has not acknowledged, by seq
 ``rts:ns:<node>``               set (cluster resume): ids of the sessions the node serves
 ``rts:sr:<session>``            list (cluster resume): ``"<seq> <code>"`` results owed to a session in transit
 ==============================  =====================================================================
@@ -179,7 +179,7 @@ end
 return {0}
 """
 
-#: Cluster resume, one session's part of a node's write: KEYS = [session hash, session stream,
+#: Cluster resume, one session's part of a node's write: KEYS = [session hash, session frames,
 #: node sessions set]; ARGV = [node, checkpoint 0/1, in, out, client's ack, release 0/1,
 #: session id, meta or '', ttl ms, then seq, entry pairs]. Returns 1 written, 0 the session's
 #: keys are gone (write a checkpoint), 2 another node serves the session now.
@@ -198,10 +198,10 @@ end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[8]) end
 redis.call('HSET', KEYS[1], 'node', node, 'in', ARGV[3], 'out', ARGV[4])
 for i = 10, #ARGV, 2 do
-  redis.pcall('XADD', KEYS[2], ARGV[i] .. '-0', 'd', ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 local acked = tonumber(ARGV[5])
-if acked > 0 then redis.call('XTRIM', KEYS[2], 'MINID', (acked + 1) .. '-0') end
+if acked > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', acked) end
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[9])
 if ARGV[6] == '1' then
@@ -212,7 +212,7 @@ return 1
 """
 
 #: Cluster resume, taking a session over: KEYS = [session hash, presence, node users set,
-#: node sessions set, old node's sessions set, session stream, owed results]; ARGV = [node,
+#: node sessions set, old node's sessions set, session frames, owed results]; ARGV = [node,
 #: old node, session id, "<app> <uid>", ttl ms]. Returns {1, hash, owed results} done, {0} no
 #: such session, {2, node} another node serves it, {3} its uid logged in again since (the
 #: session was replaced).
@@ -263,7 +263,7 @@ redis.call('SREM', KEYS[3], ARGV[3])
 return {old or '', redis.call('HGETALL', KEYS[1])}
 """
 
-#: Cluster resume, a session ended on its node: KEYS = [session hash, session stream, node
+#: Cluster resume, a session ended on its node: KEYS = [session hash, session frames, node
 #: sessions set]; ARGV = [node, session id]. Deletes the keys if the node still serves it.
 CLOSE_SESSION_SCRIPT = """
 redis.call('SREM', KEYS[3], ARGV[2])
@@ -273,7 +273,7 @@ end
 return 0
 """
 
-#: Cluster resume, reaping a dead node: KEYS = [session hash, session stream]; ARGV = [dead
+#: Cluster resume, reaping a dead node: KEYS = [session hash, session frames]; ARGV = [dead
 #: node, ms]. Its sessions stay resumable for ms (the resume window), unless taken over.
 EXPIRE_SESSION_SCRIPT = """
 if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then

@@ -446,6 +446,16 @@ def test_stopped_node_hands_its_sessions_over_with_cluster_resume() -> None:
     """SIGTERM (a rolling restart) with cluster resume: the node writes its sessions to Redis
     as released before it closes, so their clients resume on another node at once, keeping
     their session (no re-login), rooms and every message."""
+    run_stop_hand_over()
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("i", range(10))
+def test_stop_hand_over_soak(i: int) -> None:
+    run_stop_hand_over()
+
+
+def run_stop_hand_over() -> None:
     redis = RedisServer()
     nodes = start_nodes(redis.url, 2, {"cluster_resume": 1})
     e = Engines()

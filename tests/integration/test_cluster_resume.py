@@ -336,6 +336,12 @@ def test_connection_drop_resumes_on_another_live_node(cluster: List[Node]) -> No
     assert wait_no_threads() == []
 
 
+@pytest.mark.soak
+@pytest.mark.parametrize("i", range(10))
+def test_connection_drop_hand_over_soak(cluster: List[Node], i: int) -> None:
+    run_connection_drop(cluster, "s%d-" % i, 300)
+
+
 def test_connection_drop_hand_over_keeps_session_rooms_and_presence(cluster: List[Node]) -> None:
     """The same hand-over with nothing in flight: the mechanics alone, which must hold."""
     run_connection_drop(cluster, "q-", 0)
