@@ -223,7 +223,9 @@ class ClusterMessages:
         old = rs.text(res[0])
         members = rs.pairs(res[1])
         remote = {u: n for u, n in members.items() if n != self.node and u != uid}
-        self._remote_members[key] = remote
+        # merged, not replaced: a member missing from Redis but still cached here has left
+        # and its LEFT entry is on its way (it must find the member to tell the others)
+        self._remote_members.setdefault(key, {}).update(remote)
         for n in set(remote.values()):
             self._send(n, rs.JOINED, app_id, room_id, uid, self.node, old)
         if isinstance(result, dict) and isinstance(result.get("members"), list):

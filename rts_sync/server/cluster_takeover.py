@@ -243,7 +243,8 @@ class ClusterTakeover:
         members = rs.pairs(res[1])
         app.rooms.restore(s, room_id)
         remote = {u: n for u, n in members.items() if n != self.node and u != uid}
-        self._remote_members[(app.app_id, room_id)] = remote
+        # merged, as in ClusterMessages.joined: a LEFT on its way must find its member
+        self._remote_members.setdefault((app.app_id, room_id), {}).update(remote)
         for n in set(remote.values()):
             self._send(n, rs.MOVED, app.app_id, room_id, uid, self.node, prev)
         if not prev:  # it had been reaped meanwhile: the others saw it leave
