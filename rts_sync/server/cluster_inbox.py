@@ -408,6 +408,18 @@ class ClusterInbox:
         room = rooms.rooms.get(room_id) if rooms is not None else None
         if room is None:
             return
+        job = self._room_delivery(room_id, sender, payload)
+        n = 0
+        for uid, m in list(room.members.items()):
+            if uid != sender:
+                self._to_session(m, job)
+                n += 1
+        assert rooms is not None
+        rooms.metrics.room_deliveries += n
+
+    @staticmethod
+    def _room_delivery(room_id: str, sender: str, payload: p.Payload) -> Job:
+        """The job that delivers a room message to one member here (encoded once for all)."""
         tail = p.encode_deliver_tail(p.DeliverKind.ROOM, sender, room_id, payload)
 
         def job(r: Session) -> None:
@@ -420,13 +432,7 @@ class ClusterInbox:
                 return
             r.push(frame)
 
-        n = 0
-        for uid, m in list(room.members.items()):
-            if uid != sender:
-                self._to_session(m, job)
-                n += 1
-        assert rooms is not None
-        rooms.metrics.room_deliveries += n
+        return job
 
     def _notify_room(self, app_id: str, room_id: str, kind: int, args: List[Any],
                      skip: str = "") -> None:

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 from redis.exceptions import RedisError
 
 from .. import protocol as p
-from ..errors import LocalProtocolError
 from . import redis_store as rs
 from .journal import JournaledConnection, SessionJournal, Snapshot
 from .session import Session
@@ -74,6 +73,8 @@ class ClusterResume:
         def _on_peer(self, *args: Any) -> None: ...
         def _forward(self, app_id: str, to: str, entry: Tuple[Any, ...]) -> None: ...
         def _to_session(self, s: Session, job: Any) -> None: ...
+        @staticmethod
+        def _room_delivery(room_id: str, sender: str, payload: p.Payload) -> Any: ...
 
     def _init_resume(self) -> None:
         #: Cluster resume is on (``--limit cluster_resume=1``).
@@ -228,17 +229,7 @@ class ClusterResume:
         s = app.sessions.get(uid) if app is not None else None
         if s is None or room_id not in s.rooms or s.closing:
             return
-        tail = p.encode_deliver_tail(p.DeliverKind.ROOM, sender, room_id, payload)
-
-        def job(r: Session) -> None:
-            if room_id in r.rooms and not r.closing:
-                try:
-                    _, frame = r.conn.deliver_tail(tail)
-                except LocalProtocolError:
-                    return
-                r.push(frame)
-
-        self._to_session(s, job)
+        self._to_session(s, self._room_delivery(room_id, sender, payload))
 
     def _handed_over(self, s: Session, upto: int, notify: bool = True) -> None:
         """The session is in Redis, marked released (or another node took it): stop serving it
