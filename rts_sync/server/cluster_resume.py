@@ -26,7 +26,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from .. import protocol as p
 from . import redis_store as rs
@@ -80,7 +80,8 @@ class ClusterResume:
         #: Cluster resume is on (``--limit cluster_resume=1``).
         self.resume = bool(self.limits.cluster_resume)
         self._jdirty: Dict[Session, None] = {}
-        self._jscript: Any = None
+        #: SHA1 of JOURNAL_SCRIPT in Redis once loaded (None: load it before the next write).
+        self._jsha: Optional[str] = None
         #: Takeovers waiting for a node to hand a session over: session id -> (node, future).
         self._release_waiters: Dict[str, Tuple[str, asyncio.Future[bool]]] = {}
         self._taking: Dict[str, asyncio.Future[None]] = {}
@@ -134,15 +135,18 @@ class ClusterResume:
         return snaps
 
     async def _journal_commands(self, pipe: Any, snaps: List[Snapshot]) -> None:
-        if self._jscript is None:
-            self._jscript = self._redis.register_script(rs.JOURNAL_SCRIPT)
+        # EVALSHA of a script loaded once (again after a NOSCRIPT: Redis restarted), not a
+        # registered Script: with those, redis-py asks SCRIPT EXISTS before every pipeline,
+        # a second Redis round trip in front of every frame.
+        if self._jsha is None:
+            self._jsha = rs.text(await self._redis.script_load(rs.JOURNAL_SCRIPT))
         ns = rs.node_sessions_key(self.node)
         for snap in snaps:
             sid = snap.journal.session.session_id or ""
             # a released session stays resumable for the resume window, unless taken over
             ttl = int(self.limits.resume_window * 1000) if snap.release else rs.SESSION_TTL_MS
-            await self._jscript(keys=[rs.session_key(sid), rs.session_stream_key(sid), ns],
-                                args=snap.args(self.node, max(ttl, 1000)), client=pipe)
+            pipe.evalsha(self._jsha, 3, rs.session_key(sid), rs.session_stream_key(sid), ns,
+                         *snap.args(self.node, max(ttl, 1000)))
 
     def _journal_done(self, snaps: List[Snapshot], results: List[Any]) -> None:
         """The batch is in Redis: release the sessions' frames (or deal with the refusals)."""
@@ -166,7 +170,9 @@ class ClusterResume:
                 log.info("session of %s was taken over by another node", s.uid)
                 self._handed_over(s, snap.out, notify=False)
 
-    def _journal_failed(self, snaps: List[Snapshot]) -> None:
+    def _journal_failed(self, snaps: List[Snapshot], exc: BaseException) -> None:
+        if isinstance(exc, NoScriptError) or "NOSCRIPT" in str(exc):
+            self._jsha = None  # Redis lost its scripts (restarted): load it again
         for snap in snaps:
             snap.failed()
             snap.journal.changed()
