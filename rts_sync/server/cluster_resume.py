@@ -197,8 +197,13 @@ class ClusterResume:
         assert j is not None
         j.release_to = to
         j.changed()
+        key = (s.app_id or "", s.uid or "")
         for room_id in s.rooms:
-            self._transit_rooms.setdefault((s.app_id or "", room_id), {})[s.uid or ""] = to
+            self._transit_rooms.setdefault((key[0], room_id), {})[key[1]] = to
+        # Bounded even if the hand-over never completes (the session ends another way first,
+        # or Redis never takes its last write): longer than any hand-over takes.
+        asyncio.get_running_loop().call_later(
+            self.limits.resume_window + self.limits.node_timeout + 2.0, self._transit_over, key)
 
     def _room_in_transit(self, app_id: str, room_id: str, sender: str, payload: p.Payload,
                          origin: str) -> None:
